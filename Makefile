@@ -1,0 +1,51 @@
+# The kit's two commands are `make reproduce` and `make test`; both build the environment first
+# when it is missing or stale. VENV may point anywhere (.ci/run points it at a cache outside the clone).
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+# The environment is keyed by the content of the dependency files, not by their mtimes, so a fresh
+# clone reuses a cached environment; the editable install is keyed by this clone's path as well.
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+PATH_HASH := $(shell printf '%s' "$(CURDIR)" | sha256sum | cut -c1-16)
+DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
+PROJECT_STAMP := $(VENV)/.project-$(DEPS_HASH)-$(PATH_HASH)
+
+PROFILE ?= quick
+
+.PHONY: env reproduce test test-fast lab bench clean-env
+
+env: $(PROJECT_STAMP)
+
+$(DEPS_STAMP):
+	@echo ">> building the environment in $(VENV) (first time: a few minutes, about 6 GB)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,bench]'
+	@rm -f $(VENV)/.deps-* $(VENV)/.project-*
+	@touch $@
+
+$(PROJECT_STAMP): $(DEPS_STAMP)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (eiclip)" >/dev/null
+	@rm -f $(VENV)/.project-*
+	@touch $@
+
+reproduce: env
+	$(VENV)/bin/eiclip reproduce --profile $(PROFILE)
+
+test: env
+	$(PY) -m pytest -q
+
+lab: env
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: env
+	@for b in bench/*.py; do echo ">> $$b"; $(PY) $$b || exit 1; done
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,69 @@
+"""Profiles: the named sizes of a reproduction, as data in one place (not copies of notebooks).
+
+A profile says which data to use (generated sizes, or the real Fashion-Gen files), which backbone,
+which rows of METHOD.md section 8 to train, for how long, and with which seeds. `eiclip synth`,
+`eiclip reproduce` and the notebooks' `parameters` cells all read them from here.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+
+from eiclip_core.errors import KitError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    # data: generated (synth) unless real_data is set
+    real_data: bool = False
+    n_train_products: int = 0  # generated products in the training split
+    n_val_products: int = 0  # generated products in the validation split
+    image_size: int = 64  # pixels of the stored images (the real files are 256)
+    confounding: float = 0.8  # generator knob in [0, 1], see eiclip_core.synth
+    # model and training
+    backbone: str = "eiclip-tiny"  # open_clip model name (eiclip-tiny = small ViT + MiniLM text tower)
+    pretrained: str = ""  # open_clip pretrained tag or a local weights file; "" = the backbone's own
+    rows: tuple = ("clip-ft", "ei-clip")  # rows of METHOD.md section 8 to train (zero-shot is always evaluated)
+    seeds: tuple = (0,)
+    epochs: int = 1
+    max_steps: int = 0  # stop after this many optimiser steps (0 = run all epochs)
+    batch_size: int = 64
+    lr: float = 5e-5
+    warmup_steps: int = 100
+    # evaluation
+    sample100_queries: int = 1000
+    confounding_sweep: tuple = ()  # generator knob values for notebook 05's gain-versus-confounding plot
+
+
+PROFILES = {
+    "smoke": Profile(
+        name="smoke", n_train_products=256, n_val_products=128, image_size=64,
+        rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1, max_steps=4, batch_size=32,
+        lr=1e-4, warmup_steps=1, sample100_queries=100, confounding_sweep=(0.0, 1.0),
+    ),
+    "quick": Profile(
+        name="quick", n_train_products=3000, n_val_products=600, image_size=64,
+        rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=3, batch_size=64,
+        lr=1e-4, warmup_steps=20, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
+    ),
+    "ablation": Profile(
+        name="ablation", n_train_products=3000, n_val_products=600, image_size=64,
+        rows=("clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip"), seeds=(0, 1),
+        epochs=3, batch_size=64, lr=1e-4, warmup_steps=20, sample100_queries=600,
+    ),
+    "paper": Profile(
+        name="paper", real_data=True, image_size=256, backbone="ViT-B-32", pretrained="openai",
+        rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=10, batch_size=64, lr=5e-5,
+        warmup_steps=100, sample100_queries=1000,
+    ),
+}
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    """The named profile, with any non-None overrides applied (e.g. seeds=(3,), confounding=0.5)."""
+    if name not in PROFILES:
+        raise KitError(f"profile {name!r}: unknown profile (choose from {', '.join(PROFILES)})")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Profile)}
+    if unknown:
+        raise KitError(f"profile {name!r}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return dataclasses.replace(PROFILES[name], **overrides)
