@@ -17,7 +17,13 @@ PROJECT_STAMP := $(VENV)/.project-$(DEPS_HASH)-$(PATH_HASH)
 
 PROFILE ?= quick
 
-.PHONY: env reproduce test test-fast lab bench clean-env
+# nbval re-executes the committed smoke reports on freshly generated data, without progress bars
+# (their chunking varies); tests/nbval_sanitize.cfg masks what legitimately varies (times, paths).
+NBVAL := TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
+	--nbval-cell-timeout=900 --sanitize-with tests/nbval_sanitize.cfg
+SMOKE_REPORTS := $(sort $(wildcard reports/smoke/0*.ipynb))
+
+.PHONY: env reproduce test test-unit test-notebooks references lab bench clean-env
 
 env: $(PROJECT_STAMP)
 
@@ -38,8 +44,20 @@ $(PROJECT_STAMP): $(DEPS_STAMP)
 reproduce: env
 	$(VENV)/bin/eiclip reproduce --profile $(PROFILE)
 
-test: env
-	$(PY) -m pytest -q
+test: test-unit test-notebooks
+
+test-unit: env
+	$(PY) -m pytest -q tests
+
+test-notebooks: env
+	rm -rf data/smoke
+	$(VENV)/bin/eiclip synth --out data/smoke --profile smoke
+	$(NBVAL) $(SMOKE_REPORTS)
+
+# Re-make the nbval references (reports/smoke/) after a deliberate change of a notebook or its numbers.
+references: env
+	rm -rf data/smoke reports/smoke
+	TQDM_DISABLE=1 $(VENV)/bin/eiclip reproduce --profile smoke
 
 lab: env
 	$(VENV)/bin/jupyter lab notebooks/

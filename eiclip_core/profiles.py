@@ -19,6 +19,7 @@ class Profile:
     n_val_products: int = 0  # generated products in the validation split
     image_size: int = 64  # pixels of the stored images (the real files are 256)
     confounding: float = 0.8  # generator knob in [0, 1], see eiclip_core.synth
+    data_seed: int = 0  # seed of the generated data set
     # model and training
     backbone: str = "eiclip-tiny"  # open_clip model name (eiclip-tiny = small ViT + MiniLM text tower)
     pretrained: str = ""  # open_clip pretrained tag or a local weights file; "" = the backbone's own
@@ -31,7 +32,11 @@ class Profile:
     warmup_steps: int = 100
     # evaluation
     sample100_queries: int = 1000
-    confounding_sweep: tuple = ()  # generator knob values for notebook 05's gain-versus-confounding plot
+    # notebook 05: EI-CLIP's gain over CLIP-FT as a function of the generator's confounding knob,
+    # from small runs (one seed, smaller data) at each knob value
+    confounding_sweep: tuple = ()  # knob values; () = no sweep (real data has no knob)
+    sweep_products: tuple = (1000, 300)  # generated (train, validation) products per knob value
+    sweep_epochs: int = 2
 
 
 PROFILES = {
@@ -39,6 +44,7 @@ PROFILES = {
         name="smoke", n_train_products=256, n_val_products=128, image_size=64,
         rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1, max_steps=4, batch_size=32,
         lr=1e-4, warmup_steps=1, sample100_queries=100, confounding_sweep=(0.0, 1.0),
+        sweep_products=(128, 64), sweep_epochs=1,
     ),
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
@@ -55,11 +61,26 @@ PROFILES = {
         rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=10, batch_size=64, lr=5e-5,
         warmup_steps=100, sample100_queries=1000,
     ),
+    # `eiclip reproduce --profile paper --dry-run`: the paper profile's code path end to end on a
+    # small generated 256-pixel file in the same schema, 2 steps of a random-init ViT-B-32.
+    "paper-dry-run": Profile(
+        name="paper-dry-run", n_train_products=48, n_val_products=32, image_size=256,
+        backbone="ViT-B-32", pretrained="", rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1,
+        max_steps=2, batch_size=8, lr=5e-5, warmup_steps=1, sample100_queries=32,
+    ),
 }
 
 
-def get_profile(name: str, **overrides) -> Profile:
-    """The named profile, with any non-None overrides applied (e.g. seeds=(3,), confounding=0.5)."""
+def get_profile(name: str, seed: int | None = None, **overrides) -> Profile:
+    """The named profile, with any non-None overrides applied (e.g. confounding=0.5).
+
+    `seed` moves every seed of the profile at once: the generated data is drawn with `seed` and the
+    training seeds become seed, seed+1, ... (as many as the profile has), so a reproduction with
+    another seed checks that results are not tied to one draw.
+    """
+    if seed is not None:
+        base = PROFILES[name].seeds if name in PROFILES else (0,)
+        overrides.update(data_seed=seed, seeds=tuple(seed + i for i in range(len(base))))
     if name not in PROFILES:
         raise KitError(f"profile {name!r}: unknown profile (choose from {', '.join(PROFILES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}

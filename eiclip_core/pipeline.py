@@ -1,0 +1,193 @@
+"""`eiclip reproduce`: notebooks 01 to 05 in order with papermill, into reports/<profile>/.
+
+    eiclip reproduce --profile quick                 # what `make reproduce` runs
+    eiclip reproduce --profile smoke --from 03       # re-run from notebook 03 on
+    eiclip reproduce --profile quick --seed 7        # another draw of data and seeds, own report folder
+    eiclip reproduce --profile paper --dry-run       # the paper path on a small generated 256 px file
+
+The profile (eiclip_core/profiles.py) says what to run; each notebook gets the parameters it
+declares in its `parameters` cell. A notebook that fails stops the pipeline with its name, the
+failing cell and the error; the reports folder is then restored to what it was before that notebook,
+so the reports of the notebooks before it are kept and nothing is half-overwritten.
+"""
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from eiclip_core import layout
+from eiclip_core.errors import KitError
+from eiclip_core.io import write_json
+from eiclip_core.profiles import PROFILES, Profile, get_profile
+from eiclip_core.runtime import PROJECT_ROOT, environment_versions, git_revision, resolve_device
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+NOTEBOOKS = ("01_data_exploration", "02_entity_mining", "03_training", "04_evaluation",
+             "05_confounder_visualisation")
+KERNEL = "python3"
+
+
+def default_dirs(profile: Profile, seed=None, confounding=None) -> tuple[Path, Path]:
+    """data/<name>, reports/<name>; a seed or confounding override gets folders of its own."""
+    if profile.real_data:
+        return Path("data/fashiongen"), Path("reports") / profile.name
+    suffix = "".join([f"-seed{seed}" if seed is not None else "",
+                      f"-conf{confounding:g}" if confounding is not None else ""])
+    return Path("data") / f"{profile.name}{suffix}", Path("reports") / f"{profile.name}{suffix}"
+
+
+def prepare_data(profile: Profile, data_dir: Path) -> None:
+    """Check the real files, or generate the profile's data set unless the same one is already there."""
+    if profile.real_data:
+        from eiclip_core.data.check import check_file
+
+        problems = [p for split in layout.SPLITS for p in check_file(layout.split_file(data_dir, split))]
+        if problems:
+            raise KitError(f"{data_dir}: the Fashion-Gen files failed `eiclip check-data`: {problems[0]}"
+                           + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        return
+    from eiclip_core.synth import generate
+
+    wanted = {"profile": profile.name, "seed": profile.data_seed, "confounding": profile.confounding,
+              "image_size": profile.image_size}
+    truth = layout.ground_truth_file(data_dir)
+    if truth.exists() and (data_dir / "validation.h5").exists():
+        have = json.loads(truth.read_text()).get("generator", {})
+        if all(have.get(k) == v for k, v in wanted.items()):
+            print(f"data: reusing {data_dir} ({profile.name}, seed {profile.data_seed}, "
+                  f"confounding {profile.confounding:g})")
+            return
+    print(f"data: generating {data_dir} ({profile.name}, seed {profile.data_seed}, "
+          f"confounding {profile.confounding:g})")
+    generate(data_dir, profile=profile.name, seed=profile.data_seed, confounding=profile.confounding,
+             image_size=profile.image_size)
+
+
+def notebook_parameters(notebook: Path, values: dict) -> dict:
+    """The subset of `values` that `notebook` declares, each checked against its declared type."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    if not declared:
+        raise KitError(f"{notebook}: no cell tagged 'parameters'")
+    chosen = {}
+    for name, spec in declared.items():
+        if name not in values:
+            continue
+        value, expected = values[name], spec["inferred_type_name"]
+        python_type = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(expected)
+        if python_type and (not isinstance(value, python_type) or (expected == "int" and isinstance(value, bool))):
+            raise KitError(f"{notebook}: parameter {name!r} expects {expected}, got "
+                           f"{type(value).__name__} {value!r}")
+        chosen[name] = value
+    return chosen
+
+
+def run_notebook(name: str, parameters: dict, reports_dir: Path) -> float:
+    """Execute one notebook into reports_dir/<name>.ipynb; on failure restore reports_dir and raise."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    source = NOTEBOOK_DIR / f"{name}.ipynb"
+    output = reports_dir / f"{name}.ipynb"
+    running = reports_dir / f".{name}.running.ipynb"
+    snapshot = reports_dir.parent / f".{reports_dir.name}.before-{name}"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    shutil.copytree(reports_dir, snapshot)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(source), str(running), parameters=parameters, kernel_name=KERNEL, cwd=str(PROJECT_ROOT),
+            progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+        running.replace(output)
+    except PapermillExecutionError as e:
+        _restore(reports_dir, snapshot)
+        raise KitError(f"{source.relative_to(PROJECT_ROOT)}: cell {e.cell_index} failed: {e.ename}: "
+                       f"{e.evalue}") from None
+    except BaseException:
+        _restore(reports_dir, snapshot)
+        raise
+    shutil.rmtree(snapshot, ignore_errors=True)
+    return time.perf_counter() - start
+
+
+def _restore(reports_dir: Path, snapshot: Path) -> None:
+    shutil.rmtree(reports_dir, ignore_errors=True)
+    snapshot.rename(reports_dir)
+
+
+def reproduce(profile_name: str, data_dir=None, reports_dir=None, seed=None, confounding=None,
+              device: str = "auto", start: str = "01", dry_run: bool = False) -> Path:
+    """Run the pipeline; return the reports folder. Paths are relative to the project root."""
+    if dry_run:
+        if profile_name != "paper":
+            raise KitError(f"--dry-run: only the paper profile has a dry run (got {profile_name!r})")
+        profile_name = "paper-dry-run"
+    profile = get_profile(profile_name, seed=seed, confounding=confounding)
+    default_data, default_reports = default_dirs(profile, seed, confounding)
+    data_dir = _project_path(data_dir) if data_dir else default_data
+    reports_dir = _project_path(reports_dir) if reports_dir else default_reports
+    todo = [nb for nb in NOTEBOOKS if nb[:2] >= start[:2]]
+    if not todo:
+        raise KitError(f"--from {start}: no such notebook (choose from {', '.join(n[:2] for n in NOTEBOOKS)})")
+    torch_device = resolve_device(device)
+    prepare_data(profile, PROJECT_ROOT / data_dir)
+    (PROJECT_ROOT / reports_dir).mkdir(parents=True, exist_ok=True)
+
+    values = {"profile": profile.name, "data_dir": str(data_dir), "reports_dir": str(reports_dir),
+              "seed": profile.seeds[0], "device": device}
+    manifest_path = PROJECT_ROOT / reports_dir / "manifest.json"
+    manifest = {"profile": dataclasses.asdict(profile),
+                "arguments": {"profile": profile_name, "seed": seed, "confounding": confounding,
+                              "device": device, "from": start, "dry_run": dry_run},
+                "data_dir": str(data_dir), "reports_dir": str(reports_dir), "device": str(torch_device),
+                "git_revision": git_revision(), "versions": environment_versions(), "notebooks": {}}
+    if manifest_path.exists() and start[:2] != "01":
+        manifest["notebooks"] = json.loads(manifest_path.read_text()).get("notebooks", {})
+    for i, name in enumerate(todo, 1):
+        print(f"\n=== [{i}/{len(todo)}] {name} ({profile.name}) ===", flush=True)
+        params = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb", values)
+        seconds = run_notebook(name, params, PROJECT_ROOT / reports_dir)
+        manifest["notebooks"][name] = {"seconds": round(seconds, 1), "parameters": params}
+        manifest["runs"] = _run_configs(PROJECT_ROOT / data_dir)
+        write_json(manifest_path, manifest)
+        print(f"=== {name}: done in {seconds:.0f} s", flush=True)
+    total = sum(nb["seconds"] for nb in manifest["notebooks"].values())
+    print(f"\nreports in {reports_dir}/ ({len(todo)} notebooks, {total:.0f} s)")
+    return reports_dir
+
+
+def _project_path(path) -> Path:
+    """A user's path (relative to their working folder) as the notebooks see it: relative to the
+    project root when inside it, so executed notebooks carry no machine paths; absolute otherwise."""
+    path = (Path.cwd() / path).resolve()
+    return path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path
+
+
+def _run_configs(data_dir: Path) -> dict:
+    """The config of every training run under the data folder, by run path."""
+    runs = {}
+    for config in sorted((data_dir / "runs").glob("**/config.json")):
+        runs[str(config.parent.relative_to(data_dir))] = json.loads(config.read_text())
+    return runs
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--profile", default="quick", choices=[p for p in PROFILES if p != "paper-dry-run"])
+    parser.add_argument("--data-dir", help="data folder (default: data/<profile>, or data/fashiongen for paper)")
+    parser.add_argument("--reports", help="reports folder (default: reports/<profile>)")
+    parser.add_argument("--seed", type=int, help="move every seed of the profile (data and training)")
+    parser.add_argument("--confounding", type=float, help="the generator's confounding knob in [0, 1]")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--from", dest="start", default="01", help="first notebook to run (01 to 05)")
+    parser.add_argument("--dry-run", action="store_true", help="paper profile: 2 steps on generated 256 px data")
+
+
+def run(args) -> int:
+    if args.confounding is not None and not 0.0 <= args.confounding <= 1.0:
+        raise KitError(f"--confounding {args.confounding}: must be within [0, 1]")
+    reproduce(args.profile, args.data_dir, args.reports, args.seed, args.confounding, args.device,
+              args.start, args.dry_run)
+    return 0
