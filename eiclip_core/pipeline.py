@@ -10,6 +10,7 @@ declares in its `parameters` cell. A notebook that fails stops the pipeline with
 failing cell and the error; the reports folder is then restored to what it was before that notebook,
 so the reports of the notebooks before it are kept and nothing is half-overwritten.
 """
+import ast
 import dataclasses
 import json
 import shutil
@@ -66,31 +67,48 @@ def prepare_data(profile: Profile, data_dir: Path) -> None:
 
 
 def notebook_parameters(notebook: Path, values: dict) -> dict:
-    """The subset of `values` that `notebook` declares, each checked against its declared type."""
+    """The subset of `values` that `notebook` declares, each checked against the type of its default."""
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
     if not declared:
-        raise KitError(f"{notebook}: no cell tagged 'parameters'")
+        raise KitError(f"{_shown(notebook)}: no cell tagged 'parameters'")
     chosen = {}
     for name, spec in declared.items():
         if name not in values:
             continue
-        value, expected = values[name], spec["inferred_type_name"]
-        python_type = {"int": int, "float": (int, float), "str": str, "bool": bool}.get(expected)
-        if python_type and (not isinstance(value, python_type) or (expected == "int" and isinstance(value, bool))):
-            raise KitError(f"{notebook}: parameter {name!r} expects {expected}, got "
+        expected = _default_type(spec["default"])
+        value = values[name]
+        if expected is not None and not _fits(value, expected):
+            raise KitError(f"{_shown(notebook)}: parameter {name!r} expects {expected.__name__}, got "
                            f"{type(value).__name__} {value!r}")
         chosen[name] = value
     return chosen
 
 
-def run_notebook(name: str, parameters: dict, reports_dir: Path) -> float:
-    """Execute one notebook into reports_dir/<name>.ipynb; on failure restore reports_dir and raise."""
+def _default_type(default: str):
+    """The type of a parameter's default value (None when the default is None or not a literal)."""
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return None
+    return None if value is None else type(value)
+
+
+def _fits(value, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def run_notebook(source: Path, parameters: dict, reports_dir: Path) -> float:
+    """Execute one notebook into reports_dir/<its name>; on failure restore reports_dir and raise."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    source = NOTEBOOK_DIR / f"{name}.ipynb"
+    name = source.stem
     output = reports_dir / f"{name}.ipynb"
     running = reports_dir / f".{name}.running.ipynb"
     snapshot = reports_dir.parent / f".{reports_dir.name}.before-{name}"
@@ -104,8 +122,9 @@ def run_notebook(name: str, parameters: dict, reports_dir: Path) -> float:
         running.replace(output)
     except PapermillExecutionError as e:
         _restore(reports_dir, snapshot)
-        raise KitError(f"{source.relative_to(PROJECT_ROOT)}: cell {e.cell_index} failed: {e.ename}: "
-                       f"{e.evalue}") from None
+        cell = e.cell_index - (1 if parameters else 0)  # papermill inserts one cell of injected parameters
+        first_line = (e.source or "").strip().splitlines()[0] if (e.source or "").strip() else ""
+        raise KitError(f"{_shown(source)}: cell {cell} (`{first_line[:60]}`) failed: {e.ename}: {e.evalue}") from None
     except BaseException:
         _restore(reports_dir, snapshot)
         raise
@@ -142,21 +161,25 @@ def reproduce(profile_name: str, data_dir=None, reports_dir=None, seed=None, con
     manifest = {"profile": dataclasses.asdict(profile),
                 "arguments": {"profile": profile_name, "seed": seed, "confounding": confounding,
                               "device": device, "from": start, "dry_run": dry_run},
-                "data_dir": str(data_dir), "reports_dir": str(reports_dir), "device": str(torch_device),
+                "notebook_parameters": values, "device": str(torch_device),
                 "git_revision": git_revision(), "versions": environment_versions(), "notebooks": {}}
     if manifest_path.exists() and start[:2] != "01":
         manifest["notebooks"] = json.loads(manifest_path.read_text()).get("notebooks", {})
     for i, name in enumerate(todo, 1):
         print(f"\n=== [{i}/{len(todo)}] {name} ({profile.name}) ===", flush=True)
-        params = notebook_parameters(NOTEBOOK_DIR / f"{name}.ipynb", values)
-        seconds = run_notebook(name, params, PROJECT_ROOT / reports_dir)
-        manifest["notebooks"][name] = {"seconds": round(seconds, 1), "parameters": params}
+        source = NOTEBOOK_DIR / f"{name}.ipynb"
+        seconds = run_notebook(source, notebook_parameters(source, values), PROJECT_ROOT / reports_dir)
+        manifest["notebooks"][name] = {"seconds": round(seconds, 1)}
         manifest["runs"] = _run_configs(PROJECT_ROOT / data_dir)
         write_json(manifest_path, manifest)
         print(f"=== {name}: done in {seconds:.0f} s", flush=True)
     total = sum(nb["seconds"] for nb in manifest["notebooks"].values())
     print(f"\nreports in {reports_dir}/ ({len(todo)} notebooks, {total:.0f} s)")
     return reports_dir
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 def _project_path(path) -> Path:

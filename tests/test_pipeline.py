@@ -1,0 +1,96 @@
+"""The papermill pipeline: parameters are checked, a failing notebook is named and leaves reports intact."""
+import json
+
+import nbformat
+import pytest
+
+from eiclip_core import pipeline
+from eiclip_core.cli import main
+from eiclip_core.errors import KitError
+from eiclip_core.profiles import get_profile
+
+
+def _notebook(path, cells, params="x = 1\nname = 'a'"):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_parameters_are_filtered_and_type_checked(tmp_path):
+    nb = _notebook(tmp_path / "01_demo.ipynb", ["print(x)"])
+    assert pipeline.notebook_parameters(nb, {"x": 3, "name": "b", "other": 1.0}) == {"x": 3, "name": "b"}
+    with pytest.raises(KitError, match=r"01_demo.ipynb: parameter 'x' expects int, got str"):
+        pipeline.notebook_parameters(nb, {"x": "3"})
+    with pytest.raises(KitError, match="expects int, got bool"):
+        pipeline.notebook_parameters(nb, {"x": True})
+
+
+def test_notebook_without_parameters_cell_is_named(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    nbformat.write(nb, tmp_path / "02_bare.ipynb")
+    with pytest.raises(KitError, match="02_bare.ipynb: no cell tagged 'parameters'"):
+        pipeline.notebook_parameters(tmp_path / "02_bare.ipynb", {})
+
+
+def test_failing_notebook_is_named_and_reports_are_restored(tmp_path):
+    reports = tmp_path / "reports"
+    (reports / "figures").mkdir(parents=True)
+    (reports / "results.json").write_text('{"old": true}')
+    (reports / "figures" / "old.png").write_bytes(b"png")
+    source = _notebook(tmp_path / "03_fails.ipynb", [
+        "open('reports/results.json', 'w').write('half')\nopen('reports/figures/new.png', 'w').write('x')",
+        "raise ValueError(f'broken at {x}')",
+    ])
+    with pytest.raises(KitError) as err:
+        _run_in(tmp_path, source, reports)
+    message = str(err.value)
+    assert "03_fails.ipynb" in message and "cell 2" in message and "ValueError: broken at 7" in message
+    assert json.loads((reports / "results.json").read_text()) == {"old": True}
+    assert sorted(p.name for p in (reports / "figures").iterdir()) == ["old.png"]
+    assert not list(tmp_path.glob(".reports.before-*")) and not list(reports.glob(".*running*"))
+    assert not (reports / "03_fails.ipynb").exists()
+
+
+def _run_in(folder, source, reports):
+    """run_notebook with the kernel's working folder (normally the project root) set to `folder`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pipeline, "PROJECT_ROOT", folder)
+        pipeline.run_notebook(source, {"x": 7}, reports)
+
+
+def test_successful_notebook_lands_in_reports(tmp_path):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    source = _notebook(tmp_path / "01_ok.ipynb", ["print(x * 2)"])
+    _run_in(tmp_path, source, reports)
+    executed = nbformat.read(reports / "01_ok.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any(o.get("text") == "14\n" for o in outputs)
+    assert "x = 7" in executed.cells[1].source  # papermill's injected parameters
+
+
+def test_seed_override_moves_every_seed_and_gets_its_own_folders():
+    profile = get_profile("quick", seed=7)
+    assert profile.data_seed == 7 and profile.seeds == (7, 8)
+    data_dir, reports_dir = pipeline.default_dirs(profile, seed=7)
+    assert str(data_dir) == "data/quick-seed7" and str(reports_dir) == "reports/quick-seed7"
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["reproduce", "--profile", "quick", "--confounding", "1.5"], "--confounding 1.5: must be within [0, 1]"),
+    (["reproduce", "--profile", "smoke", "--dry-run"], "only the paper profile has a dry run"),
+    (["reproduce", "--profile", "smoke", "--from", "09"], "--from 09: no such notebook"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(argv, problem, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert problem in err and err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_missing_real_data_is_a_clear_error(tmp_path, capsys):
+    assert main(["reproduce", "--profile", "paper", "--data-dir", str(tmp_path)]) == 2
+    assert "no train file" in capsys.readouterr().err
