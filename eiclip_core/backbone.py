@@ -10,9 +10,10 @@ open_clip's config registry at import time; a config may name a Python package i
 Face model id in `hf_model_name` / `hf_tokenizer_name`, which is resolved to the package's local
 model folder (`<package>.get_model_path()`), so nothing ever reaches a model hub.
 """
-import copy
+import contextlib
 import importlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -105,6 +106,26 @@ def _check_weights(name: str, pretrained: str, cfg: dict) -> None:
                    "refusing to train from a random init")
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """Hide transformers' load report and open_clip's "initialized partially" notice (expected here:
+    BERT's unused pooler is not loaded, and the random image tower is the point of eiclip-tiny)."""
+    import transformers
+
+    previous, root_level = transformers.logging.get_verbosity(), logging.getLogger().level
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(previous)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+        logging.getLogger().setLevel(root_level)
+
+
 def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = "", device="cpu", seed: int = 0) -> Backbone:
     """Create an open_clip backbone; KitError when its weights are unavailable (never random init).
 
@@ -116,7 +137,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = "", device="cp
     if cfg is None:
         raise KitError(f"backbone {name!r}: unknown open_clip model (see open_clip.list_models())")
     _check_weights(name, pretrained, cfg)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_loading():
         torch.manual_seed(seed)
         try:
             model, _, preprocess_val = open_clip.create_model_and_transforms(
@@ -127,6 +148,11 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = "", device="cp
             source = pretrained or cfg.get("text_cfg", {}).get("hf_model_name", "")
             raise KitError(f"backbone {name} ({source}): weights could not be loaded offline: "
                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    # CLIP trains its towers without dropout; the HF text tower brings BERT's 0.1. Switching it off
+    # keeps a training step a pure function of weights and batch (exact resume, equal DDP losses).
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
     context_length = cfg.get("text_cfg", {}).get("context_length", 77)
     tokenizer = open_clip.get_tokenizer(name, context_length=context_length)
     # METHOD.md section 9: training images are resized + centre-cropped like evaluation ones (the

@@ -1,7 +1,8 @@
 """`eiclip` command line: one subcommand per job, each defined in the module that owns the job.
 
 Each module named in COMMANDS provides `add_arguments(parser)` and `run(args) -> int`; this file
-only dispatches, so adding a command never touches another module's code.
+only dispatches, so adding a command never touches another module's code. Only the chosen
+command's module is imported (torch and friends take seconds to import).
 """
 import argparse
 import importlib
@@ -21,20 +22,22 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    chosen = next((a for a in (sys.argv[1:] if argv is None else argv) if a in COMMANDS), None)
     parser = argparse.ArgumentParser(prog="eiclip", description=__doc__.splitlines()[0])
     parser.add_argument("--allow-downloads", action="store_true",
                         help="let open_clip / Hugging Face reach their hubs for pretrained weights")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).add_arguments(sub_parser)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(sub_parser)
         sub_parser.set_defaults(_module=module)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     if args.allow_downloads:
         os.environ["HF_HUB_OFFLINE"] = "0"
         os.environ["TRANSFORMERS_OFFLINE"] = "0"

@@ -10,8 +10,9 @@ _SPACES = re.compile(r"\s+")
 
 
 def product_text(name: str, description: str) -> str:
-    """x_p = name + ". " + description (METHOD.md section 2); either part may be empty."""
-    name, description = (name or "").strip(), (description or "").strip()
+    """x_p = name + ". " + description (METHOD.md section 2); either part may be empty or missing."""
+    name = name.strip() if isinstance(name, str) else ""
+    description = description.strip() if isinstance(description, str) else ""
     if name and description:
         return f"{name.rstrip('.')}. {description}"
     return name or description

@@ -1,0 +1,80 @@
+"""Tables and figures about an entity artifact, for notebook 02 (kept here so the notebook stays thin)."""
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from eiclip_core.entities.artifact import EntityArtifact
+
+# displacy label colours per type (any type not listed gets displacy's default)
+COLOURS = {"BRAND": "#f4a261", "CATEGORY": "#8ecae6", "SUBCATEGORY": "#bde0fe", "COMPOSITION": "#cdeac0",
+           "SEASON": "#e9c46a", "FIT": "#ffafcc", "GENDER": "#d8e2dc", "DEPARTMENT": "#d8e2dc"}
+
+
+def vocabulary_table(art: EntityArtifact) -> pd.DataFrame:
+    """Per type: vocabulary size (with "other"), training products in "other", prone values, coverage."""
+    rows = []
+    for t in art.all_types:
+        row = {"type": t, "model type": t in art.types, "values": len(art.values[t]),
+               "in other": int(art.counts[t][-1]), "prone": int(art.prone[t].sum())}
+        row.update({f"coverage {s}": round(c, 2) for s, c in art.coverage[t].items()})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("type")
+
+
+def top_values(art: EntityArtifact, k: int = 5) -> pd.DataFrame:
+    """The k most frequent values of each type with training count and prior (3 decimals, as text so
+    the display is the same whatever pandas' display precision)."""
+    rows = []
+    for t in art.all_types:
+        for i in range(min(k, len(art.values[t]) - 1)):
+            rows.append({"type": t, "rank": i + 1, "value": art.values[t][i], "count": int(art.counts[t][i]),
+                         "prior": f"{art.prior[t][i]:.3f}", "prone": bool(art.prone[t][i])})
+        rows.append({"type": t, "rank": len(art.values[t]), "value": "other", "count": int(art.counts[t][-1]),
+                     "prior": f"{art.prior[t][-1]:.3f}", "prone": False})
+    return pd.DataFrame(rows).set_index(["type", "rank"])
+
+
+def prone_values(art: EntityArtifact, k: int = 8) -> pd.DataFrame:
+    """Up to k confounding-prone values per model type, most frequent first, with the reason."""
+    rows = []
+    for t in art.types:
+        idx = [i for i in np.flatnonzero(art.prone[t])][:k]
+        rows += [{"type": t, "value": art.values[t][i], "count": int(art.counts[t][i]),
+                  "reason": art.prone_reason[t][i]} for i in idx]
+    return pd.DataFrame(rows, columns=["type", "value", "count", "reason"])
+
+
+def plot_priors(art: EntityArtifact, path, k: int = 10) -> Path:
+    """Bar charts of the prior P_t(z) of the k most frequent values of each model type (+ other)."""
+    n = len(art.types)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, t in zip(axes.flat, art.types):
+        keep = list(range(min(k, len(art.values[t]) - 1))) + [len(art.values[t]) - 1]
+        colours = ["#d62828" if art.prone[t][i] else "#457b9d" for i in keep]
+        ax.barh([art.values[t][i] for i in keep][::-1], art.prior[t][keep][::-1], color=colours[::-1])
+        ax.set_title(f"{t} ({len(art.values[t])} values)")
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle("Prior P(z) per entity type (red: confounding-prone)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def displacy_example(text: str, mentions: list, title=None) -> dict:
+    """A displacy "manual" entity document: {"text", "ents", "title"} with one label per type."""
+    ents = [{"start": s, "end": e, "label": t.upper()} for s, e, t, _ in sorted(mentions)]
+    # displacy needs non-overlapping spans; a span naming two types keeps the first label
+    kept, end = [], -1
+    for ent in ents:
+        if ent["start"] >= end:
+            kept.append(ent)
+            end = ent["end"]
+    return {"text": text, "ents": kept, "title": title}

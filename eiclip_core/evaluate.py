@@ -1,0 +1,376 @@
+"""`eiclip evaluate`: embed the validation split with every run, score it under the three protocols,
+and write the results table (METHOD.md section 10, FASHIONGEN.md "Evaluation protocols").
+
+    eiclip evaluate --profile smoke                     # data/smoke -> reports/smoke/results.{json,md}
+    eiclip evaluate --profile quick --device cuda
+
+Rows: CLIP zero-shot (the untrained backbone), then the profile's trained rows (CLIP-FT, EI-CLIP,
+ablations), each seed's run from `data/<profile>/runs/<row>/seed<k>/final.pt`. Embeddings of every
+view and every text are computed once per (checkpoint content, data file, device type) and cached
+as plain arrays in `data/<profile>/cache/emb-<key>.npz` (read with allow_pickle=False), so a second
+evaluation only scores. The sample-100 draws and the bootstrap use the `seed` given here (default 0),
+not the training seed, so the spread over training seeds is not mixed with a different sample.
+"""
+import contextlib
+import dataclasses
+import hashlib
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from eiclip_core import layout
+from eiclip_core.errors import KitError
+from eiclip_core.io import atomic_path, write_json, write_text
+from eiclip_core.metrics import KS, metric_keys, positive_ranks, recalls, sample100_metrics
+from eiclip_core.results import (PROTOCOLS, breakdown_table, published_records, results_markdown,
+                                 summary_table)
+
+ZERO_SHOT = "zero-shot"
+SPLIT = "validation"
+BOOTSTRAP_SAMPLES = 1000
+CACHE_VERSION = 1  # bump when the extraction changes what the arrays hold
+
+
+@dataclasses.dataclass
+class Embeddings:
+    """Validation embeddings of one model: every image view and one text per product."""
+
+    image: np.ndarray  # (N_img, d) float32, every view, dataset order
+    image_product: np.ndarray  # (N_img,) int64 product index of each view
+    first_view: np.ndarray  # (N_prod,) int64 index into `image` of each product's first view
+    text: np.ndarray  # (N_prod, d) float32
+
+    def arrays(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------ extraction
+
+
+@torch.no_grad()
+def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64, num_workers: int = 0) -> Embeddings:
+    """Encode all views and all texts of a split: batched, no grad, fp16 autocast on CUDA."""
+    from eiclip_core.data import EvalDataset, FashionGen
+
+    device = torch.device(device)
+    model.eval()
+    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    data = FashionGen(data_path)
+    dataset = EvalDataset(data_path, backbone.preprocess_val, views="all")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    images = []
+    for batch, _ in tqdm(loader, desc=f"images {Path(data_path).name}", leave=False):
+        with autocast:
+            images.append(model.encode_image(batch.to(device, non_blocking=True)).float().cpu())
+    texts = data.products["text"].tolist()
+    text_emb = []
+    for s in tqdm(range(0, len(texts), batch_size), desc="texts", leave=False):
+        tokens = backbone.tokenizer(texts[s:s + batch_size]).to(device)
+        with autocast:
+            text_emb.append(model.encode_text(tokens).float().cpu())
+    row_to_item = {int(r): k for k, r in enumerate(dataset.rows)}
+    first_view = np.array([row_to_item[int(r)] for r in data.first_row], dtype=np.int64)
+    return Embeddings(image=torch.cat(images).numpy(), image_product=dataset.product_index.astype(np.int64),
+                      first_view=first_view, text=torch.cat(text_emb).numpy())
+
+
+def file_digest(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's content (16 hex digits): the identity of a checkpoint."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def data_identity(path) -> dict:
+    """A data file's identity without reading gigabytes: resolved path, size, modification time."""
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cache_key(model_key: dict, data_path, device) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, "model": model_key, "data": data_identity(data_path),
+                       "views": "all", "device": torch.device(device).type}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_cached(path) -> "Embeddings | None":
+    """The cached arrays, or None when missing; a damaged cache is reported and ignored."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            emb = Embeddings(**{k: f[k] for k in Embeddings.__dataclass_fields__})
+        n_img, n_prod = len(emb.image), len(emb.text)
+        if emb.image_product.shape != (n_img,) or emb.first_view.shape != (n_prod,):
+            raise ValueError("array shapes do not match")
+        return emb
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        warnings.warn(f"{path}: unreadable embedding cache ({e}); recomputing it")
+        return None
+
+
+def save_cached(path, emb: Embeddings) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
+        np.savez(f, **emb.arrays())
+
+
+def cached_embeddings(load_model, model_key: dict, data_path, cache_dir, device, batch_size: int = 64) -> Embeddings:
+    """Embeddings from the cache, or extracted with `load_model() -> (model, backbone)` and cached."""
+    path = Path(cache_dir) / f"emb-{cache_key(model_key, data_path, device)}.npz"
+    emb = load_cached(path)
+    if emb is None:
+        model, backbone = load_model()
+        emb = extract_embeddings(model, backbone, data_path, device, batch_size=batch_size)
+        save_cached(path, emb)
+    return emb
+
+
+# ------------------------------------------------------------------------------------ scoring
+
+
+def evaluate_embeddings(emb: Embeddings, product_ids, subcategories, protocols=PROTOCOLS,
+                        n_sample_queries: int = 1000, seed: int = 0, bootstrap: int = BOOTSTRAP_SAMPLES) -> dict:
+    """protocol -> {"metrics": ..., "n_queries", "n_candidates", "ranks": (i2t, t2i) or None}.
+
+    Full protocols carry `<key>_ci` 95 % bootstrap intervals over queries; sample-100 its `*_std`.
+    """
+    pids = np.asarray(product_ids)
+    n_prod, n_img = len(pids), len(emb.image)
+    out = {}
+    for protocol in protocols:
+        if protocol == "full":
+            img, img_pids = emb.image[emb.first_view], pids
+        elif protocol == "full-all-views":
+            img, img_pids = emb.image, pids[emb.image_product]
+        elif protocol == "sample-100":
+            m = sample100_metrics(emb.image[emb.first_view], emb.text, pids, subcategories,
+                                  n_queries=min(n_sample_queries, n_prod), seed=seed)
+            out[protocol] = {"metrics": m, "n_queries": min(n_sample_queries, n_prod),
+                             "n_candidates": 101, "ranks": None}
+            continue
+        else:
+            raise KitError(f"protocol {protocol!r}: unknown (choose from {', '.join(PROTOCOLS)})")
+        i2t = positive_ranks(img, emb.text, img_pids, pids, names=("image", "text"))
+        t2i = positive_ranks(emb.text, img, pids, img_pids, names=("text", "image"))
+        m = recalls(i2t, t2i)
+        m.update(bootstrap_intervals(i2t, t2i, same_queries=protocol == "full", n=bootstrap, seed=seed))
+        out[protocol] = {"metrics": m, "n_queries": {"i2t": len(img), "t2i": n_prod},
+                         "n_candidates": {"i2t": n_prod, "t2i": len(img)}, "ranks": (i2t, t2i)}
+    return out
+
+
+def bootstrap_intervals(i2t, t2i, same_queries: bool, n: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict:
+    """95 % percentile intervals over queries for every metric key: {"<key>_ci": [lo, hi]}.
+
+    same_queries: both directions have the same query products (full protocol), so they are resampled
+    together; otherwise each direction's queries are resampled independently.
+    """
+    rng = np.random.default_rng([seed, 20220601])
+    i2t, t2i = np.asarray(i2t), np.asarray(t2i)
+    samples = {k: [] for k in metric_keys()}
+    for start in range(0, n, 100):  # 100 resamples at a time: (100, n_queries) indices in memory
+        b = min(100, n - start)
+        a = rng.integers(0, len(i2t), (b, len(i2t)))
+        c = a if same_queries else rng.integers(0, len(t2i), (b, len(t2i)))
+        ranks = {"i2t": i2t[a], "t2i": t2i[c]}
+        per_key = {f"{d}_r{k}": 100.0 * (ranks[d] < k).mean(axis=1) for d in ("i2t", "t2i") for k in KS}
+        per_key["mean"] = np.mean(list(per_key.values()), axis=0)
+        for k in samples:
+            samples[k].append(per_key[k])
+    return {f"{k}_ci": [float(np.percentile(np.concatenate(v), 2.5)), float(np.percentile(np.concatenate(v), 97.5))]
+            for k, v in samples.items()}
+
+
+def entity_breakdown(i2t, t2i, artifact, n_products: int) -> list[dict]:
+    """Recall of the full protocol's queries grouped per entity type: prone versus not-prone values.
+
+    A query (one per product in both directions) belongs to type t's "prone" group when its product's
+    value of t is confounding-prone in the artifact, "not prone" when it has another value; products
+    without a value of t are left out. Returns records (type, status, n, metric keys).
+    """
+    value_ids = artifact.value_ids(SPLIT)
+    out = []
+    for t in artifact.types:
+        v = value_ids[t]
+        if len(v) != n_products:
+            raise KitError(f"{artifact.path}: {len(v)} {SPLIT} products for type {t!r}, the data has {n_products}")
+        prone = np.zeros(n_products, dtype=bool)
+        prone[v >= 0] = artifact.prone[t][v[v >= 0]]
+        for status, mask in (("prone", (v >= 0) & prone), ("not prone", (v >= 0) & ~prone)):
+            if mask.any():
+                out.append({"type": t, "status": status, "n": int(mask.sum()),
+                            **recalls(np.asarray(i2t)[mask], np.asarray(t2i)[mask])})
+    return out
+
+
+# ------------------------------------------------------------------------------------ a profile
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """Everything notebook 04 shows: records, breakdown, tables, and embeddings for examples."""
+
+    profile: str
+    records: list  # one per row x protocol x seed (metric keys, protocol, n_queries, ...)
+    breakdown: list  # one per row x seed x type x status
+    summary: object  # pandas DataFrame (results.summary_table)
+    breakdown_summary: object  # pandas DataFrame (results.breakdown_table)
+    embeddings: dict  # (row, seed) -> Embeddings
+    data_path: Path
+    published: bool  # real data: the papers' numbers stand beside ours
+
+    def to_json(self) -> dict:
+        return {"profile": self.profile, "split": SPLIT, "protocols": list(PROTOCOLS),
+                "records": self.records, "breakdown": self.breakdown,
+                "published": published_records() if self.published else []}
+
+
+def run_dirs(data_dir, rows, seeds) -> list[tuple[str, int, Path]]:
+    """(row, seed, run dir) of every finished run the profile needs; KitError naming a missing one."""
+    out = []
+    for row in rows:
+        for seed in seeds:
+            d = layout.run_dir(data_dir, row, seed)
+            if not (d / "final.pt").is_file() or not (d / "done.json").is_file():
+                raise KitError(f"{d}: run not finished (no final.pt / done.json); train it with notebook 03 "
+                               f"or `eiclip train`")
+            out.append((row, seed, d))
+    return out
+
+
+def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size: int = 64,
+                     protocols=PROTOCOLS) -> Evaluation:
+    """Evaluate the zero-shot row and every trained run of `profile` on `data_dir`'s validation split."""
+    from eiclip_core.data import FashionGen
+    from eiclip_core.entities import load_artifact
+    from eiclip_core.profiles import get_profile
+    from eiclip_core.runtime import resolve_device
+    from eiclip_core.train import load_run, zero_shot
+
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    device = resolve_device(device) if isinstance(device, str) else device
+    data_dir = Path(data_dir)
+    data_path = layout.split_file(data_dir, SPLIT)
+    entities_path = layout.entities_file(data_dir)
+    artifact = load_artifact(entities_path)
+    products = FashionGen(data_path).products
+    pids = products["product_id"].to_numpy()
+    if not np.array_equal(artifact.product_ids(SPLIT), pids):
+        raise KitError(f"{entities_path}: its {SPLIT} product ids differ from {data_path} (re-run `eiclip mine`)")
+    runs = run_dirs(data_dir, profile.rows, profile.seeds)  # fail before any work if one is missing
+    cache = layout.cache_dir(data_dir)
+
+    jobs = [(ZERO_SHOT, None, None)] + runs
+    records, breakdown, embeddings = [], [], {}
+    for row, run_seed, run_dir in tqdm(jobs, desc="runs"):
+        if run_dir is None:
+            key = {"zero_shot": profile.backbone, "pretrained": profile.pretrained, "entities": artifact.id}
+            load = lambda: zero_shot(profile.backbone, profile.pretrained, entities_path, device)  # noqa: E731
+            ckpt_hash, shown_dir = None, None
+        else:
+            ckpt_hash = file_digest(run_dir / "final.pt")
+            key = {"checkpoint": ckpt_hash}
+            load = lambda d=run_dir: load_run(d, device)[:2]  # noqa: E731
+            shown_dir = str(run_dir)
+        emb = cached_embeddings(load, key, data_path, cache, device, batch_size=batch_size)
+        embeddings[(row, run_seed)] = emb
+        scored = evaluate_embeddings(emb, pids, products["subcategory"].to_numpy(), protocols,
+                                     n_sample_queries=profile.sample100_queries, seed=seed)
+        for protocol, s in scored.items():
+            records.append({"row": row, "protocol": protocol, "seed": run_seed, **s["metrics"],
+                            "n_queries": s["n_queries"], "n_candidates": s["n_candidates"],
+                            "sample_seed": seed, "run_dir": shown_dir, "checkpoint_hash": ckpt_hash})
+        if "full" in scored:
+            for rec in entity_breakdown(*scored["full"]["ranks"], artifact, len(pids)):
+                breakdown.append({"row": row, "seed": run_seed, **rec})
+    summary = summary_table(records, published=profile.real_data)
+    return Evaluation(profile=profile.name, records=records, breakdown=breakdown, summary=summary,
+                      breakdown_summary=breakdown_table(breakdown), embeddings=embeddings, data_path=data_path,
+                      published=profile.real_data)
+
+
+def write_results(evaluation: Evaluation, reports_dir) -> tuple[Path, Path]:
+    """results.json and results.md under reports_dir, each written atomically."""
+    reports_dir = Path(reports_dir)
+    json_path, md_path = reports_dir / "results.json", reports_dir / "results.md"
+    write_json(json_path, evaluation.to_json())
+    write_text(md_path, results_markdown(evaluation.profile, evaluation.summary, evaluation.breakdown_summary))
+    return json_path, md_path
+
+
+def retrieval_examples(emb: Embeddings, texts, n: int = 3, k: int = 5, seed: int = 0) -> list[dict]:
+    """A few text queries (seeded) with their top-k products (full protocol, first views, exact tie rule)."""
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(len(texts), size=min(n, len(texts)), replace=False)
+    images = emb.image[emb.first_view]
+    out = []
+    for q in queries:
+        scores = images @ emb.text[q]
+        order = np.lexsort((np.arange(len(scores)), -scores))  # score desc, then index asc
+        out.append({"query": int(q), "text": texts[q], "top": order[:k].tolist(),
+                    "scores": scores[order[:k]].tolist(), "rank": int(np.flatnonzero(order == q)[0])})
+    return out
+
+
+def plot_retrieval_examples(examples: list[dict], image_of_product, title: str = ""):
+    """Figure: per query its text, its top-k images (the positive framed in green), and the positive."""
+    import matplotlib.pyplot as plt
+    import textwrap
+
+    k = max(len(e["top"]) for e in examples)
+    fig, axes = plt.subplots(len(examples), k + 2, figsize=(2 * (k + 2), 2.1 * len(examples)), squeeze=False)
+    for line, e in zip(axes, examples):
+        line[0].text(0, 0.5, textwrap.fill(e["text"][:160], 28), fontsize=7, va="center")
+        line[0].axis("off")
+        for rank, (ax, p) in enumerate(zip(line[1:], e["top"]), 1):
+            ax.imshow(image_of_product(p))
+            ax.set_xticks([]), ax.set_yticks([])
+            hit = p == e["query"]
+            for spine in ax.spines.values():
+                spine.set_edgecolor("green" if hit else "lightgray")
+                spine.set_linewidth(4 if hit else 1)
+            ax.set_title(f"#{rank}" + (" (positive)" if hit else ""), fontsize=8)
+        line[-1].imshow(image_of_product(e["query"]))
+        line[-1].set_xticks([]), line[-1].set_yticks([])
+        line[-1].set_title(f"positive: rank {e['rank'] + 1}", fontsize=8, color="green")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--profile", default="smoke", help="profile name (eiclip_core/profiles.py)")
+    parser.add_argument("--data-dir", default=None, help="default: data/<profile> (data/fashiongen for real data)")
+    parser.add_argument("--reports", default=None, help="default: reports/<profile>")
+    parser.add_argument("--device", default="auto", help='"auto" (cuda if available), "cpu", "cuda", ...')
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample-100 draws and the bootstrap")
+    parser.add_argument("--batch-size", type=int, default=64)
+
+
+def run(args) -> int:
+    from eiclip_core.pipeline import default_dirs
+    from eiclip_core.profiles import get_profile
+    from eiclip_core.results import display_table, to_markdown
+
+    profile = get_profile(args.profile)
+    default_data, default_reports = default_dirs(profile)
+    evaluation = evaluate_profile(profile, args.data_dir or default_data, device=args.device, seed=args.seed,
+                                  batch_size=args.batch_size)
+    json_path, md_path = write_results(evaluation, args.reports or default_reports)
+    print(to_markdown(display_table(evaluation.summary)))
+    print(f"wrote {json_path} and {md_path}")
+    return 0

@@ -1,0 +1,186 @@
+"""EI-CLIP model and loss: step 0 equals the backbone, rows are configs, each switch does what METHOD.md says."""
+import copy
+import dataclasses
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+
+import eiclip_core  # noqa: F401
+from eiclip_core.backbone import load_backbone
+from eiclip_core.errors import KitError
+from eiclip_core.loss import EICLIPLoss, entity_loss
+from eiclip_core.model import ROWS, EIConfig, build_eiclip, get_row, prompt_texts
+
+TEXTS = ["black diesel bomber. relaxed-fit cotton jacket", "canada goose parka in navy", "slim fit tops by arrow",
+         "wool blend trousers, tailored"]
+
+
+@pytest.fixture(scope="module")
+def artifact():
+    values = {"brand": ["diesel", "canada goose", "arrow", "other"], "category": ["tops", "jackets", "other"],
+              "fit": ["slim", "relaxed", "tailored", "other"]}
+    prior = {t: np.arange(1, len(v) + 1, dtype=np.float64) / sum(range(1, len(v) + 1)) for t, v in values.items()}
+    return SimpleNamespace(types=list(values), values=values, prior=prior)
+
+
+_BASE = {}
+
+
+def base_backbone():
+    """One load per test module; each test works on a deep copy (loading takes seconds)."""
+    if "b" not in _BASE:
+        _BASE["b"] = load_backbone()
+    return dataclasses.replace(_BASE["b"], model=copy.deepcopy(_BASE["b"].model))
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return base_backbone().tokenizer(TEXTS), torch.randn(4, 3, 64, 64, generator=g)
+
+
+def fresh(artifact, row="ei-clip", **overrides):
+    backbone = base_backbone()
+    cfg = EIConfig(**{**ROWS[row].to_dict(), **overrides})
+    return build_eiclip(backbone, artifact, cfg), backbone
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_step0_features_equal_backbone_exactly(row, artifact, batch):
+    model, backbone = fresh(artifact, row)
+    tokens, images = batch
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model.encode_text(tokens), backbone.model.encode_text(tokens, normalize=True))
+        assert torch.equal(model.encode_image(images), backbone.model.encode_image(images, normalize=True))
+
+
+def test_image_side_switch_leaves_text_alone_and_starts_equal(artifact, batch):
+    model, backbone = fresh(artifact, side="image")
+    tokens, images = batch
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(images), backbone.model.encode_image(images, normalize=True))
+        torch.nn.init.normal_(model.intervention.to_out.weight)
+        assert torch.equal(model.encode_text(tokens), backbone.model.encode_text(tokens, normalize=True))
+        assert not torch.equal(model.encode_image(images), backbone.model.encode_image(images, normalize=True))
+
+
+def test_clip_ft_training_step_equals_plain_open_clip_step(artifact, batch):
+    tokens, images = batch
+    model, _ = fresh(artifact, "clip-ft")
+    plain = base_backbone().model
+    model.train(), plain.train()
+    opt_a = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    opt_b = torch.optim.AdamW(plain.parameters(), lr=1e-3)
+    ids = torch.zeros(4, len(artifact.types), dtype=torch.long)
+    EICLIPLoss(lambda_ent=0.5)(model(images, tokens, ids))["loss"].backward()
+    ClipLoss()(plain.encode_image(images, normalize=True), plain.encode_text(tokens, normalize=True),
+               plain.logit_scale.exp()).backward()
+    opt_a.step(), opt_b.step()
+    for (name, a), b in zip(model.clip.named_parameters(), plain.parameters()):
+        assert torch.equal(a, b), name
+
+
+def test_rows_are_configs_of_one_class():
+    assert set(ROWS) == {"clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip"}
+    assert all(isinstance(c, EIConfig) for c in ROWS.values())
+    assert (ROWS["clip-ft"].intervention, ROWS["clip-ft"].ealm) == (False, False)
+    assert ROWS["intervention-all"].selection == "all" and not ROWS["intervention-all"].ealm
+    assert ROWS["cesm"].selection == "soft" and not ROWS["cesm"].ealm
+    assert (ROWS["ealm-only"].intervention, ROWS["ealm-only"].ealm) == (False, True)
+    assert (ROWS["ei-clip"].intervention, ROWS["ei-clip"].ealm, ROWS["ei-clip"].selection) == (True, True, "soft")
+    with pytest.raises(KitError, match="unknown row"):
+        get_row("nope")
+    with pytest.raises(KitError, match="selection"):
+        EIConfig(selection="sometimes")
+    with pytest.raises(KitError, match="unknown field"):
+        EIConfig.from_dict({"gates": "soft"})
+
+
+def test_modules_present_only_where_the_row_needs_them(artifact):
+    clip_ft, _ = fresh(artifact, "clip-ft")
+    assert clip_ft.intervention is None and clip_ft.entity_embeddings is None
+    ealm, _ = fresh(artifact, "ealm-only")
+    assert ealm.intervention is None and set(ealm.entity_embeddings) == set(artifact.types)
+    full, _ = fresh(artifact, "ei-clip")
+    for t in artifact.types:  # E_t starts as D_t; D_t is frozen
+        assert torch.equal(full.entity_embeddings[t], full.dictionaries[t])
+        assert full.entity_embeddings[t].requires_grad and not full.dictionaries[t].requires_grad
+    assert full.intervention.to_out.weight.abs().sum() == 0  # W_o = 0
+
+
+def test_dictionaries_are_the_frozen_tower_on_the_prompts(artifact):
+    model, backbone = fresh(artifact, prompt="typed")
+    with torch.no_grad():
+        expect = backbone.model.eval().encode_text(
+            backbone.tokenizer(prompt_texts("brand", artifact.values["brand"], "typed")), normalize=True)
+    assert prompt_texts("brand", ["diesel"], "typed") == ["brand: diesel"]
+    assert torch.allclose(model.dictionaries["brand"], expect, atol=1e-6)
+    assert torch.allclose(model.log_prior["fit"].exp(), torch.as_tensor(artifact.prior["fit"], dtype=torch.float32))
+
+
+def test_attention_is_prior_weighted_softmax(artifact, batch):
+    model, _ = fresh(artifact, "cesm")
+    tokens, _ = batch
+    out = model.explain_text(tokens)
+    iv = model.intervention
+    with torch.no_grad():
+        h = model.clip.encode_text(tokens)
+        d = model.dictionaries["brand"]
+        expect = ((iv.to_q(h) @ iv.to_k(d).T) / math.sqrt(iv.to_q.out_features)
+                  + torch.log(torch.as_tensor(artifact.prior["brand"], dtype=torch.float32))).softmax(-1)
+    assert torch.allclose(out["attention"]["brand"], expect, atol=1e-6)
+    assert out["gates"].shape == (4, 3) and ((out["gates"] > 0) & (out["gates"] < 1)).all()
+
+
+def test_gates_all_and_hard_top_k(artifact, batch):
+    tokens, _ = batch
+    all_model, _ = fresh(artifact, "intervention-all")
+    assert torch.equal(all_model.explain_text(tokens)["gates"], torch.ones(4, 3))
+    hard, _ = fresh(artifact, selection="hard", top_k=2)
+    hard.train()
+    torch.manual_seed(0)
+    h = hard.clip.encode_text(tokens)
+    g = hard.intervention.select(h)
+    assert torch.equal(g.detach().sum(1), torch.full((4,), 2.0))
+    assert set(g.detach().unique().tolist()) <= {0.0, 1.0}
+    g.sum().backward()  # straight-through: the relaxed sigmoid passes gradient to W_s
+    assert hard.intervention.select.proj.weight.grad.abs().sum() > 0
+
+
+def test_residual_moves_text_features_once_w_o_is_trained(artifact, batch):
+    model, backbone = fresh(artifact, "ei-clip")
+    tokens, _ = batch
+    with torch.no_grad():
+        torch.nn.init.normal_(model.intervention.to_out.weight, std=0.1)
+        assert not torch.equal(model.encode_text(tokens), backbone.model.encode_text(tokens, normalize=True))
+
+
+def test_entity_loss_skips_missing_values():
+    torch.manual_seed(0)
+    logits = [torch.randn(4, 5), torch.randn(4, 3), torch.randn(4, 2)]
+    ids = torch.tensor([[0, -1, -1], [4, 2, -1], [-1, 1, -1], [2, -1, -1]])
+    expect = (F.cross_entropy(logits[0][[0, 1, 3]], ids[[0, 1, 3], 0])
+              + F.cross_entropy(logits[1][[1, 2]], ids[[1, 2], 1])) / 2  # third type: no value, skipped
+    assert torch.allclose(entity_loss(logits, ids), expect)
+    assert entity_loss(logits, torch.full((4, 3), -1)).item() == 0.0
+
+
+def test_total_loss_and_temperature_clamp(artifact, batch):
+    tokens, images = batch
+    model, _ = fresh(artifact, "ei-clip", lambda_ent=0.25)
+    out = model(images, tokens, torch.tensor([[0, 1, 1], [1, -1, 0], [2, 0, 2], [-1, 1, 3]]))
+    losses = EICLIPLoss(lambda_ent=0.25)(out)
+    assert torch.allclose(losses["loss"], losses["loss_itc"] + 0.25 * losses["loss_ent"])
+    losses["loss"].backward()
+    assert model.entity_embeddings["brand"].grad is not None and model.entity_logit_scale.grad is not None
+    with torch.no_grad():
+        model.clip.logit_scale.fill_(10.0), model.entity_logit_scale.fill_(-1.0)
+    model.clamp_scales()
+    assert model.clip.logit_scale.item() == pytest.approx(math.log(100))
+    assert model.entity_logit_scale.item() == 0.0

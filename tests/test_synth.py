@@ -1,0 +1,239 @@
+"""The generated data set: exact Fashion-Gen schema, determinism, exact ground truth, visible attributes."""
+import json
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from eiclip_core.cli import main
+from eiclip_core.data import FashionGen
+from eiclip_core.data.fashiongen import INT_KEYS, REQUIRED_KEYS, STRING_KEYS
+from eiclip_core.errors import KitError
+from eiclip_core.synth import BRAND_ORDINARY, CATALOGUE, COLOURS, FIT_VALUES, FIT_WIDTH, MATERIALS, generate
+from eiclip_core.text import normalise_value, product_text
+
+
+def _bytes(paths):
+    return {k: p.read_bytes() for k, p in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def gt(smoke_data):
+    return json.loads(smoke_data["ground_truth"].read_text())
+
+
+def test_schema_equals_documented_real_schema(smoke_data):
+    for split in ("train", "validation"):
+        with h5py.File(smoke_data[split], "r") as f:
+            assert set(f.keys()) == set(REQUIRED_KEYS)
+            n = f["input_image"].shape[0]
+            assert f["input_image"].shape == (n, 64, 64, 3) and f["input_image"].dtype == np.uint8
+            for key in REQUIRED_KEYS[1:]:
+                assert f[key].shape == ((n,) if key == "index_2" else (n, 1)), key
+            for key in STRING_KEYS:
+                assert f[key].dtype.kind == "S", key  # fixed-width byte strings
+            for key in INT_KEYS:
+                assert f[key].dtype.kind == "i", key
+            assert f["input_msrpUSD"].dtype.kind == "f"
+            seasons = {s.decode() for s in f["input_season"][:, 0]}
+            assert seasons <= {f"{a}{y}" for a in ("SS", "FW") for y in range(2014, 2019)}
+            assert {d.decode() for d in f["input_department"][:, 0]} <= {"CLOTHING", "SHOES", "BAGS"}
+            for key in ("input_category", "input_subcategory"):
+                assert all(v.upper() == v for v in f[key][:, 0])
+            text = b" ".join(f["input_description"][:, 0]) + b" ".join(f["input_brand"][:, 0])
+            assert re.search(rb"[\xe0-\xff]", text)  # accented latin-1 letters, as in the real data
+            compositions = {c.decode("latin-1") for c in f["input_composition"][:, 0]}
+            assert all(re.fullmatch(r"(Shell: )?\d+% \w+(, \d+% \w+)?\.( Lining: 100% \w+\.)?", c) for c in compositions)
+
+
+def test_same_seed_same_bytes_different_seed_different(tmp_path, smoke_data):
+    again = generate(tmp_path / "again", profile="smoke", seed=0)
+    assert _bytes(again) == _bytes(smoke_data)
+    other = _bytes(generate(tmp_path / "other", profile="smoke", seed=1))
+    assert all(other[k] != v for k, v in _bytes(smoke_data).items())
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["ground_truth.json", "train.h5", "validation.h5"]
+
+
+def test_ground_truth_header(gt):
+    assert gt["version"] == 1
+    assert gt["generator"] == {"profile": "smoke", "seed": 0, "confounding": 0.8, "image_size": 64}
+    assert gt["mention_types"] == ["brand", "category", "subcategory", "composition", "fit"]
+    assert gt["fit_values"] == list(FIT_VALUES)
+
+
+def _vocabulary(gt):
+    """Every entity value of the data set, by type (fit: the fixed list)."""
+    vocab = {t: set() for t in gt["mention_types"]}
+    for split in gt["splits"].values():
+        for p in split:
+            for t in vocab:
+                if t in p["entities"]:
+                    vocab[t].add(p["entities"][t])
+    vocab["fit"] = set(gt["fit_values"])
+    vocab["subcategory"] |= {form for v in vocab["subcategory"] for form in _singulars(v)}
+    return vocab
+
+
+def _singulars(value):
+    """"bombers" -> {"bomber"}, "dresses" -> {"dresse", "dress"}: names use the singular garment noun."""
+    return {value[:-n] for n in (1, 2) if value.endswith("es"[-n:]) and len(value) > n + 2}
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_ground_truth_matches_file_and_text(split, smoke_data, gt):
+    _check_ground_truth(smoke_data, gt, split)
+
+
+@pytest.mark.parametrize("confounding,seed", [(0.0, 5), (1.0, 6)])
+def test_ground_truth_exact_at_both_ends_of_the_knob(confounding, seed, tmp_path):
+    paths = generate(tmp_path, profile="smoke", seed=seed, confounding=confounding, image_size=16)
+    truth = json.loads(paths["ground_truth"].read_text())
+    for split in ("train", "validation"):
+        _check_ground_truth(paths, truth, split)
+
+
+def _check_ground_truth(paths, gt, split):
+    ds = FashionGen(paths[split])
+    rows = gt["splits"][split]
+    assert [r["product_id"] for r in rows] == ds.products.product_id.tolist()
+    vocab = _vocabulary(gt)
+    # every value as a whole word, case-insensitive ("relaxed" in "relaxed-fit" counts, "shirts" in "t-shirts" not)
+    pattern = re.compile(r"(?<![\w-])(" + "|".join(sorted((re.escape(v) for vs in vocab.values() for v in vs),
+                                                           key=len, reverse=True)) + r")(?!\w)", re.I)
+    counts = {t: 0 for t in gt["mention_types"]}
+    for r, (_, p) in zip(rows, ds.products.iterrows()):
+        text, ent = p.text, r["entities"]
+        assert text == product_text(p["name"], p["description"])
+        assert ent["brand"] == normalise_value(p.brand) and ent["category"] == normalise_value(p.category)
+        assert ent["subcategory"] == normalise_value(p.subcategory) and ent["season"] == normalise_value(p.season)
+        shares = {m: int(s) for s, m in re.findall(r"(\d+)% (\w+)", p.composition.split("Lining")[0])}
+        assert ent["composition"] == max(shares, key=shares.get)
+        assert ("fit" in ent) == (p.department == "CLOTHING")
+        spans = sorted((s, e) for s, e, _, _ in r["mentions"])
+        assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:]))  # no overlap
+        for s, e, t, v in r["mentions"]:
+            surface = normalise_value(text[s:e])
+            assert v == ent[t] and (surface == v or (t == "subcategory" and surface in _singulars(v)))
+            counts[t] += 1
+        # no entity word anywhere else in the text: the recorded mentions are all there is
+        assert sorted((m.start(), m.end()) for m in pattern.finditer(text)) == spans, text
+        for col in ("brand", "category", "subcategory", "composition", "season", "gender", "department"):
+            assert not any(re.search(rf"\b{f}\b", p[col], re.I) for f in FIT_VALUES)  # fit: text and image only
+    n = len(rows)
+    for t in gt["mention_types"]:
+        assert 0.1 * n < counts[t] < 3 * n, t  # each type mentioned sometimes, not always
+
+
+def test_product_ids_unique_across_splits(gt):
+    ids = [r["product_id"] for split in gt["splits"].values() for r in split]
+    assert len(ids) == len(set(ids))
+
+
+def test_confounding_knob(tmp_path, smoke_data):
+    def world(c):
+        paths = generate(tmp_path / str(c), profile="smoke", seed=0, confounding=c, image_size=16)
+        g = json.loads(paths["ground_truth"].read_text())
+        brands = {r["entities"]["brand"] for s in g["splits"].values() for r in s}
+        return g["ordinary_word_values"], brands
+
+    ordinary = {w.lower() for w in BRAND_ORDINARY}
+    low, low_brands = world(0.0)
+    assert low["brand"] == low["category"] == low["subcategory"] == []
+    assert not low_brands & ordinary
+    half, half_brands = world(0.5)
+    assert 0.3 < len(half_brands & ordinary) / len(half_brands) < 0.7
+    high, high_brands = world(1.0)
+    assert high_brands <= ordinary and sorted(high_brands) == high["brand"]
+    assert "tops" in high["category"] and len(high["subcategory"]) == sum(len(c.subs) for c in CATALOGUE)
+    with pytest.raises(KitError, match="confounding"):
+        generate(tmp_path / "x", confounding=1.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the premise: every attribute is visible in the image
+
+def _first_views(smoke_data, split):
+    ds = FashionGen(smoke_data[split])
+    return ds, np.stack([ds.image(r) for r in ds.first_row]).astype(np.float32)
+
+
+def _nearest_centroid_accuracy(train_x, train_y, test_x, test_y):
+    labels = sorted(set(train_y))
+    centroids = np.stack([train_x[np.array(train_y) == y].mean(0) for y in labels])
+    d = ((test_x[:, None, :] - centroids[None]) ** 2).sum(-1)
+    return float(np.mean(np.array(labels)[d.argmin(1)] == np.array(test_y)))
+
+
+def test_attributes_are_visible(smoke_data, gt):
+    tr, xtr = _first_views(smoke_data, "train")
+    va, xva = _first_views(smoke_data, "validation")
+    ent = {s: [r["entities"] for r in gt["splits"][s]] for s in ("train", "validation")}
+    mask_tr, mask_va = (xtr.min(-1) < 235), (xva.min(-1) < 235)  # garment pixels (background is white)
+
+    # silhouette -> subcategory: nearest centroid on the 16x16 garment mask
+    sil = lambda m: m.reshape(len(m), 16, 4, 16, 4).mean((2, 4)).reshape(len(m), -1)
+    acc = _nearest_centroid_accuracy(sil(mask_tr), [e["subcategory"] for e in ent["train"]],
+                                     sil(mask_va), [e["subcategory"] for e in ent["validation"]])
+    assert acc > 0.8, acc
+
+    # colour word of the name -> mean garment colour, nearest to the named colour (season-shifted)
+    words = [next(w for w in n.lower().split() if w in COLOURS) for n in va.products.name]
+    inside = mask_va[..., None] & (np.arange(64) < 56)[None, :, None, None]  # leave out the brand mark
+    mean = (xva * inside).sum((1, 2)) / np.maximum(inside.sum((1, 2)), 1)
+    ref = {w: np.array(c, float) for w, c in COLOURS.items()}
+    guess = [min(ref, key=lambda w: np.abs(m - (ref[w] * 0.86 + (36 if s.startswith("SS") else 0))).sum())
+             for m, s in zip(mean, va.products.season)]
+    assert np.mean([g == w for g, w in zip(guess, words)]) > 0.7
+
+    # brand -> the corner glyph of the first view identifies it exactly
+    glyph = lambda x: (x[:, 56:62, 56:62].reshape(len(x), -1) < 200).astype(np.float32)
+    acc = _nearest_centroid_accuracy(glyph(xtr), [e["brand"] for e in ent["train"]],
+                                     glyph(xva), [e["brand"] for e in ent["validation"]])
+    assert acc > 0.95, acc
+
+    # fit -> width: within one silhouette, wider fits cover more pixels
+    width = {f: [] for f in FIT_VALUES}
+    for e, m in zip(ent["train"], mask_tr):
+        if e.get("fit") and e["subcategory"] in ("t-shirts", "tees"):
+            width[e["fit"]].append(m[:, :56].any(0).sum())
+    order = sorted((f for f in FIT_VALUES if width[f]), key=FIT_WIDTH.get)
+    means = [np.mean(width[f]) for f in order]
+    assert np.corrcoef([FIT_WIDTH[f] for f in order], means)[0, 1] > 0.9
+
+    # composition -> texture: nearest centroid on the garment's horizontal/vertical pixel differences
+    def tex(x, m):
+        g = x.mean(-1)
+        dx, dy = np.abs(np.diff(g, axis=2))[:, :-1, :], np.abs(np.diff(g, axis=1))[:, :, :-1]
+        mm = m[:, :-1, :-1] & m[:, 1:, 1:] & m[:, :-1, 1:]
+        feats = [(d * mm).sum((1, 2)) / np.maximum(mm.sum((1, 2)), 1) for d in (dx, dy)]
+        return np.stack(feats, 1) / (g * m).sum((1, 2))[:, None] * m.sum((1, 2))[:, None]
+
+    acc = _nearest_centroid_accuracy(tex(xtr, mask_tr), [e["composition"] for e in ent["train"]],
+                                     tex(xva, mask_va), [e["composition"] for e in ent["validation"]])
+    assert acc > 2.0 / len(MATERIALS), acc  # far above chance with two numbers per image
+
+    # season -> palette: spring/summer images are lighter than fall/winter ones
+    light = (xtr * mask_tr[..., None]).sum((1, 2, 3)) / mask_tr.sum((1, 2))
+    ss = np.array([s.startswith("SS") for s in tr.products.season])
+    assert light[ss].mean() > light[~ss].mean() + 20
+
+
+def test_views_differ(smoke_data):
+    ds = FashionGen(smoke_data["train"])
+    multi = [rows for rows in ds.products.rows if len(rows) >= 3][:20]
+    for rows in multi:
+        imgs = [ds.image(r) for r in rows]
+        assert all(not np.array_equal(imgs[0], im) for im in imgs[1:])
+
+
+def test_synth_command(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "d"), "--seed", "2", "--image-size", "32",
+                 "--confounding", "0.3"]) == 0
+    assert "train.h5" in capsys.readouterr().out
+    ds = FashionGen(tmp_path / "d" / "validation.h5")
+    assert ds.image_shape == (32, 32, 3) and len(ds) == 128
+    g = json.loads((tmp_path / "d" / "ground_truth.json").read_text())
+    assert g["generator"] == {"profile": "smoke", "seed": 2, "confounding": 0.3, "image_size": 32}
+    assert main(["synth", "--out", str(tmp_path / "e"), "--image-size", "5"]) == 2
+    assert "image-size" in capsys.readouterr().err
