@@ -82,12 +82,17 @@ class Backbone:
     context_length: int
 
 
+RANDOM_INIT = "random"  # the one way to ask for an untrained backbone on purpose
+
+
 def _has_pretrained_text_tower(cfg: dict) -> bool:
     return bool(cfg.get("text_cfg", {}).get("hf_model_name"))
 
 
 def _check_weights(name: str, pretrained: str, cfg: dict) -> None:
     """Fail with one clear KitError before open_clip could silently init at random or hit a hub."""
+    if pretrained == RANDOM_INIT:
+        return
     if pretrained:
         if Path(pretrained).is_file():
             return
@@ -129,8 +134,9 @@ def _quiet_loading():
 def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = "", device="cpu", seed: int = 0) -> Backbone:
     """Create an open_clip backbone; KitError when its weights are unavailable (never random init).
 
-    `pretrained` is an open_clip tag (e.g. "openai"), a local weights file, or "" for a kit config
-    whose text tower is pretrained on its own (eiclip-tiny). Random parts (the tiny image tower) are
+    `pretrained` is an open_clip tag (e.g. "openai"), a local weights file, "" for a kit config
+    whose text tower is pretrained on its own (eiclip-tiny), or "random" to ask for a random init
+    explicitly (the paper profile's dry run, which cannot have the OpenAI weights here). Random parts (the tiny image tower) are
     initialised from `seed`, so the same seed always gives the same step-0 model.
     """
     cfg = open_clip.get_model_config(name)
@@ -141,7 +147,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = "", device="cp
         torch.manual_seed(seed)
         try:
             model, _, preprocess_val = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained or None, device=device)
+                name, pretrained=None if pretrained in ("", RANDOM_INIT) else pretrained, device=device)
         except KitError:
             raise
         except Exception as e:  # hub errors, missing cache, corrupt files: one clear line

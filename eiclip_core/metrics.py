@@ -87,20 +87,23 @@ def _count_beaten(scores, pos_idx, cand_index, rows_per_pass: int = 256):
     best = pos_scores.max(dim=1).values  # (B,)
     # the best positive's index: lowest index among positives scoring `best`
     best_idx = torch.where(pos_scores == best[:, None], pos_idx, scores.shape[1]).min(dim=1).values
-    above = torch.empty(len(scores), dtype=torch.int32, device=scores.device)
+    # Counting a mask as float32 is ~2x faster than an integer sum on CPU, and exact below 2^24.
+    count_dtype = torch.float32 if scores.shape[1] < 2 ** 24 else torch.float64
+    above = torch.empty(len(scores), dtype=count_dtype, device=scores.device)
     equal = torch.empty_like(above)
-    # a few rows at a time, so the comparison masks (and the int32 copies the sums make of them)
-    # stay small next to the scores; int32 sums are ~1.5x faster than int64 ones on CPU
+    # a few rows at a time, so the comparison masks (and the float copies the sums make of them)
+    # stay small next to the scores
     for r in range(0, len(scores), rows_per_pass):
         block, b = scores[r:r + rows_per_pass], best[r:r + rows_per_pass, None]
-        above[r:r + rows_per_pass] = (block > b).sum(dim=1, dtype=torch.int32)
-        equal[r:r + rows_per_pass] = (block == b).sum(dim=1, dtype=torch.int32)  # includes the best itself
+        above[r:r + rows_per_pass] = (block > b).to(count_dtype).sum(dim=1)
+        equal[r:r + rows_per_pass] = (block == b).to(count_dtype).sum(dim=1)  # includes the best itself
+    above = above.long()
     tied = (equal > 1).nonzero().flatten()
     if len(tied):  # rare: only rows with an exact tie pay for the index comparison
         rows = scores[tied]
         ahead = (rows == best[tied, None]) & (cand_index[None, :] < best_idx[tied, None])
-        above[tied] += ahead.sum(dim=1, dtype=torch.int32)
-    return above.long()
+        above[tied] += ahead.sum(dim=1)
+    return above
 
 
 def _positive_index(query_pids, cand_pids, n_query, n_cand, names) -> np.ndarray:

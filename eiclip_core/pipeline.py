@@ -52,7 +52,8 @@ def prepare_data(profile: Profile, data_dir: Path) -> None:
     from eiclip_core.synth import generate
 
     wanted = {"profile": profile.name, "seed": profile.data_seed, "confounding": profile.confounding,
-              "image_size": profile.image_size}
+              "image_size": profile.image_size, "n_train": profile.n_train_products,
+              "n_val": profile.n_val_products}
     truth = layout.ground_truth_file(data_dir)
     if truth.exists() and (data_dir / "validation.h5").exists():
         have = json.loads(truth.read_text()).get("generator", {})

@@ -22,7 +22,7 @@ class Profile:
     data_seed: int = 0  # seed of the generated data set
     # model and training
     backbone: str = "eiclip-tiny"  # open_clip model name (eiclip-tiny = small ViT + MiniLM text tower)
-    pretrained: str = ""  # open_clip pretrained tag or a local weights file; "" = the backbone's own
+    pretrained: str = ""  # open_clip tag or weights file; "" = the backbone's own; "random" = untrained on purpose
     rows: tuple = ("clip-ft", "ei-clip")  # rows of METHOD.md section 8 to train (zero-shot is always evaluated)
     seeds: tuple = (0,)
     epochs: int = 1
@@ -48,13 +48,14 @@ PROFILES = {
     ),
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
-        rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=3, batch_size=64,
-        lr=1e-4, warmup_steps=20, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
+        rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=2, batch_size=64,
+        lr=1e-4, warmup_steps=10, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
+        sweep_products=(800, 300), sweep_epochs=2,
     ),
     "ablation": Profile(
         name="ablation", n_train_products=3000, n_val_products=600, image_size=64,
         rows=("clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip"), seeds=(0, 1),
-        epochs=3, batch_size=64, lr=1e-4, warmup_steps=20, sample100_queries=600,
+        epochs=2, batch_size=64, lr=1e-4, warmup_steps=10, sample100_queries=600,
     ),
     "paper": Profile(
         name="paper", real_data=True, image_size=256, backbone="ViT-B-32", pretrained="openai",
@@ -65,7 +66,7 @@ PROFILES = {
     # small generated 256-pixel file in the same schema, 2 steps of a random-init ViT-B-32.
     "paper-dry-run": Profile(
         name="paper-dry-run", n_train_products=48, n_val_products=32, image_size=256,
-        backbone="ViT-B-32", pretrained="", rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1,
+        backbone="ViT-B-32", pretrained="random", rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1,
         max_steps=2, batch_size=8, lr=5e-5, warmup_steps=1, sample100_queries=32,
     ),
 }

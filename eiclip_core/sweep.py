@@ -35,17 +35,13 @@ def point_dir(data_dir, confounding: float) -> Path:
 
 
 def sweep_steps(profile: Profile) -> int:
-    """Optimiser steps of one sweep run: sweep_epochs passes over sweep_products[0] products.
-
-    synth.generate draws the profile's own data sizes, so the sweep's smaller budget is applied as a
-    step cap on the training data (the same number of samples as training on sweep_products[0]
-    products; the extra products only make each sample fresher)."""
+    """Optimiser steps of one sweep run: sweep_epochs passes over sweep_products[0] products."""
     return max(1, math.ceil(profile.sweep_products[0] / profile.batch_size) * profile.sweep_epochs)
 
 
 def point_settings(profile: Profile, confounding: float, seed: int) -> dict:
     """What decides a sweep point's numbers (stored in result.json, compared on reuse)."""
-    fields = ("name", "n_train_products", "n_val_products", "image_size", "data_seed", "backbone", "pretrained",
+    fields = ("name", "image_size", "data_seed", "backbone", "pretrained",
               "batch_size", "lr", "warmup_steps", "sweep_products", "sweep_epochs")
     settings = {f: getattr(profile, f) for f in fields}
     settings["sweep_products"] = list(settings["sweep_products"])
@@ -57,14 +53,15 @@ def _data(profile: Profile, out: Path, confounding: float) -> None:
     from eiclip_core.synth import generate
 
     truth = layout.ground_truth_file(out)
+    n_train, n_val = profile.sweep_products
     want = {"profile": profile.name, "seed": profile.data_seed, "confounding": float(confounding),
-            "image_size": profile.image_size}
+            "image_size": profile.image_size, "n_train": n_train, "n_val": n_val}
     if truth.exists() and (out / "validation.h5").exists():
         have = json.loads(truth.read_text()).get("generator", {})
         if all(have.get(k) == v for k, v in want.items()):
             return
     generate(out, profile=profile.name, seed=profile.data_seed, confounding=float(confounding),
-             image_size=profile.image_size)
+             image_size=profile.image_size, n_train=n_train, n_val=n_val)
 
 
 def _entities(out: Path):

@@ -25,7 +25,7 @@ misleads a generic text encoder. The generator makes that measurable:
 Run: `eiclip synth --out data/smoke --profile smoke` (a few seconds) or `--profile quick`.
 """
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -568,9 +568,14 @@ def _write_split(dest: Path, products: list, ids: np.ndarray, world, textures, s
     return n_views
 
 
-def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, image_size=None) -> dict:
-    """Write train.h5, validation.h5 and ground_truth.json under out_dir; returns {name: Path}."""
+def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, image_size=None,
+             n_train=None, n_val=None) -> dict:
+    """Write train.h5, validation.h5 and ground_truth.json under out_dir; returns {name: Path}.
+
+    Sizes come from the profile unless n_train / n_val are given (notebook 05's smaller sweep data)."""
     prof = get_profile(profile)
+    prof = replace(prof, n_train_products=int(n_train or prof.n_train_products),
+                   n_val_products=int(n_val or prof.n_val_products))
     confounding = float(prof.confounding if confounding is None else confounding)
     size = int(prof.image_size if image_size is None else image_size)
     if not 0.0 <= confounding <= 1.0:
@@ -599,7 +604,8 @@ def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, i
     paths["ground_truth"] = out / "ground_truth.json"
     write_json(paths["ground_truth"], {
         "version": 1,
-        "generator": {"profile": profile, "seed": int(seed), "confounding": confounding, "image_size": size},
+        "generator": {"profile": profile, "seed": int(seed), "confounding": confounding, "image_size": size,
+                      "n_train": prof.n_train_products, "n_val": prof.n_val_products},
         "mention_types": ["brand", "category", "subcategory", "composition", "fit"],
         "fit_values": list(FIT_VALUES),
         "ordinary_word_values": ordinary_word_values(world),

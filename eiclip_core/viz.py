@@ -548,11 +548,17 @@ def _read_dictionaries(shift: pd.DataFrame, neighbours: pd.DataFrame, same: floa
     return "\n".join(lines)
 
 
-def section_text_features(an: Analysis, reports_dir, seed: int = 0, types=("brand", "category", "fit")) -> dict:
-    """UMAP of validation text features of both models coloured by entity types, with kNN purity."""
+def section_text_features(an: Analysis, reports_dir, seed: int = 0, types=("brand", "category", "fit"),
+                          max_points: int = 5000) -> dict:
+    """UMAP of validation text features of both models coloured by entity types, with kNN purity.
+
+    At most `max_points` products (a seeded sample; all of a generated split), so the real 32k-product
+    validation split neither fills memory with an N x N similarity matrix nor makes UMAP slow."""
     types = [t for t in types if t in an.artifact.all_types]
-    features = {name: emb.text for name, emb in an.embeddings.items()}
-    labels = {t: an.labels(t) for t in types}
+    n = len(an.texts)
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_points]) if n > max_points else np.arange(n)
+    features = {name: emb.text[keep] for name, emb in an.embeddings.items()}
+    labels = {t: np.asarray(an.labels(t), dtype=object)[keep] for t in types}
     purity = purity_table(features, labels)
     fig = text_umap_figure(features, labels, seed)
     lines = [f"{t}: 10-NN purity {purity.loc[t, 'CLIP-FT']:.3f} (CLIP-FT) vs {purity.loc[t, 'EI-CLIP']:.3f} (EI-CLIP): "

@@ -66,6 +66,13 @@ def test_missing_weights_are_one_clear_error(name, pretrained, words, monkeypatc
         load_backbone(name, pretrained)
 
 
+def test_random_init_only_when_asked_for_by_name():
+    """The paper profile's dry run asks for an untrained ViT-B-32 explicitly; "" never means that."""
+    a, b = load_backbone("ViT-B-32", "random", seed=3), load_backbone("ViT-B-32", "random", seed=3)
+    first = next(a.model.visual.parameters())
+    assert first.shape[0] == 768 and torch.equal(first, next(b.model.visual.parameters()))
+
+
 def test_missing_local_weights_file_is_named(tmp_path):
     bad = tmp_path / "weights.pt"
     bad.write_bytes(b"not a checkpoint")

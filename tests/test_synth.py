@@ -57,7 +57,8 @@ def test_same_seed_same_bytes_different_seed_different(tmp_path, smoke_data):
 
 def test_ground_truth_header(gt):
     assert gt["version"] == 1
-    assert gt["generator"] == {"profile": "smoke", "seed": 0, "confounding": 0.8, "image_size": 64}
+    assert gt["generator"] == {"profile": "smoke", "seed": 0, "confounding": 0.8, "image_size": 64,
+                               "n_train": 256, "n_val": 128}
     assert gt["mention_types"] == ["brand", "category", "subcategory", "composition", "fit"]
     assert gt["fit_values"] == list(FIT_VALUES)
 
@@ -234,6 +235,13 @@ def test_synth_command(tmp_path, capsys):
     ds = FashionGen(tmp_path / "d" / "validation.h5")
     assert ds.image_shape == (32, 32, 3) and len(ds) == 128
     g = json.loads((tmp_path / "d" / "ground_truth.json").read_text())
-    assert g["generator"] == {"profile": "smoke", "seed": 2, "confounding": 0.3, "image_size": 32}
+    assert g["generator"] == {"profile": "smoke", "seed": 2, "confounding": 0.3, "image_size": 32,
+                              "n_train": 256, "n_val": 128}
     assert main(["synth", "--out", str(tmp_path / "e"), "--image-size", "5"]) == 2
     assert "image-size" in capsys.readouterr().err
+
+
+def test_sizes_can_be_overridden(tmp_path):
+    paths = generate(tmp_path, profile="smoke", seed=1, image_size=16, n_train=20, n_val=10)
+    assert (len(FashionGen(paths["train"])), len(FashionGen(paths["validation"]))) == (20, 10)
+    assert json.loads(paths["ground_truth"].read_text())["generator"]["n_train"] == 20
