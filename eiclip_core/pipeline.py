@@ -120,6 +120,7 @@ def run_notebook(source: Path, parameters: dict, reports_dir: Path) -> float:
         papermill.execute_notebook(
             str(source), str(running), parameters=parameters, kernel_name=KERNEL, cwd=str(PROJECT_ROOT),
             progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+        _record_paths_relative(running, source, output)
         running.replace(output)
     except PapermillExecutionError as e:
         _restore(reports_dir, snapshot)
@@ -131,6 +132,15 @@ def run_notebook(source: Path, parameters: dict, reports_dir: Path) -> float:
         raise
     shutil.rmtree(snapshot, ignore_errors=True)
     return time.perf_counter() - start
+
+
+def _record_paths_relative(executed: Path, source: Path, output: Path) -> None:
+    """papermill records absolute input and output paths; keep machine paths out of the reports."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    nb.metadata.papermill.update(input_path=_shown(source), output_path=_shown(output))
+    nbformat.write(nb, executed)
 
 
 def _restore(reports_dir: Path, snapshot: Path) -> None:

@@ -142,3 +142,17 @@ def test_datasets_raise_kiterror_on_bad_file(tmp_path):
         TrainDataset(bad, seed=0)
     with pytest.raises(KitError, match="bad.h5"):
         EvalDataset(bad)
+
+
+def test_loader_does_not_leak_file_handles_across_epochs(smoke_data):
+    """Each epoch's workers open the HDF5 file lazily and close it when they exit: the parent's
+    open files stay flat however many epochs run (issue 8, resources)."""
+    ds = TrainDataset(smoke_data["train"], seed=0)
+    open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    counts = []
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        for _ in DataLoader(ds, batch_size=64, num_workers=2):
+            pass
+        counts.append(open_files())
+    assert counts[1] == counts[2] == counts[3], counts

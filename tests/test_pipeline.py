@@ -71,6 +71,8 @@ def test_successful_notebook_lands_in_reports(tmp_path):
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert any(o.get("text") == "14\n" for o in outputs)
     assert "x = 7" in executed.cells[1].source  # papermill's injected parameters
+    meta = executed.metadata.papermill  # no machine paths in a committed report
+    assert (meta.input_path, meta.output_path) == ("01_ok.ipynb", "reports/01_ok.ipynb")
 
 
 def test_seed_override_moves_every_seed_and_gets_its_own_folders():
