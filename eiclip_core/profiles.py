@@ -65,9 +65,9 @@ PROFILES = {
     # `eiclip reproduce --profile paper --dry-run`: the paper profile's code path end to end on a
     # small generated 256-pixel file in the same schema, 2 steps of a random-init ViT-B-32.
     "paper-dry-run": Profile(
-        name="paper-dry-run", n_train_products=48, n_val_products=32, image_size=256,
+        name="paper-dry-run", n_train_products=48, n_val_products=112, image_size=256,
         backbone="ViT-B-32", pretrained="random", rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1,
-        max_steps=2, batch_size=8, lr=5e-5, warmup_steps=1, sample100_queries=32,
+        max_steps=2, batch_size=8, lr=5e-5, warmup_steps=1, sample100_queries=50,
     ),
 }
 

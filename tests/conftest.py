@@ -1,5 +1,6 @@
 """Shared fixtures. Keep each one small and say what it provides."""
 import pytest
+from hypothesis import settings
 
 
 @pytest.fixture(scope="session")
@@ -64,3 +65,10 @@ def _write_fashiongen_h5(path, views=(1, 2, 3, 4, 5, 6), size=8, width=None, dro
 def write_fashiongen_h5():
     """Function writing a small hand-built Fashion-Gen file (see _write_fashiongen_h5 for the options)."""
     return _write_fashiongen_h5
+
+
+# Property-based tests draw the same examples on every run, so CI is repeatable; run with
+# `--hypothesis-profile=explore` to search afresh.
+settings.register_profile("kit", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None, max_examples=500)
+settings.load_profile("kit")

@@ -19,6 +19,6 @@ def test_paper_dry_run_runs_every_notebook(tmp_path):
     assert manifest["profile"]["backbone"] == "ViT-B-32" and manifest["profile"]["image_size"] == 256
     assert set(manifest["notebooks"]) == set(NOTEBOOKS)
     configs = list(manifest["runs"].values())
-    assert configs and all(c["backbone"] == "ViT-B-32" for c in configs)
+    assert configs and all(c["config"]["backbone"] == "ViT-B-32" for c in configs)
     results = json.loads((reports / "results.json").read_text())
     assert {r["protocol"] for r in results["records"]} >= {"full", "sample-100"}

@@ -2,7 +2,9 @@
 
 One line per problem, naming the file and the key; an OK line per good file; exit status 1 if any
 file has a problem. The checks are the reader's own (`fashiongen.inspect`), run to the end instead of
-stopping at the first problem, so a file passes here exactly when `FashionGen(path)` loads it.
+stopping at the first problem, and extended to the columns the reader does not use (the long
+concatenated description, the pose, the row indices): a file `FashionGen(path)` refuses always fails
+here, and a file that passes here always loads.
 """
 from eiclip_core.data.fashiongen import inspect
 from eiclip_core.errors import KitError
