@@ -20,7 +20,7 @@ PROFILE ?= quick
 # nbval re-executes the committed smoke reports on freshly generated data, without progress bars
 # (their chunking varies); tests/nbval_sanitize.cfg masks what legitimately varies (times, paths).
 NBVAL := TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
-	--nbval-cell-timeout=900 --sanitize-with tests/nbval_sanitize.cfg
+	--nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg
 SMOKE_REPORTS := $(sort $(wildcard reports/smoke/0*.ipynb))
 
 .PHONY: env reproduce test test-unit test-notebooks references lab bench clean-env
