@@ -184,7 +184,7 @@ def reproduce(profile_name: str, data_dir=None, reports_dir=None, seed=None, con
         manifest["runs"] = _run_configs(PROJECT_ROOT / data_dir)
         write_json(manifest_path, manifest)
         print(f"=== {name}: done in {seconds:.0f} s", flush=True)
-    total = sum(nb["seconds"] for nb in manifest["notebooks"].values())
+    total = sum(manifest["notebooks"][name]["seconds"] for name in todo)
     print(f"\nreports in {reports_dir}/ ({len(todo)} notebooks, {total:.0f} s)")
     return reports_dir
 

@@ -129,7 +129,8 @@ def describe(summary: pd.DataFrame, first: str, second: str) -> str:
         if first not in s.index or second not in s.index:
             continue
         a, b = (round(s.loc[m, "shift (points)"], 1) + 0.0 for m in (first, second))  # as printed, no -0.0
-        verdict = "more than" if b > a else ("less than" if b < a else "as much as")
+        # a difference within 1 point of the top-10 share is not read as a difference
+        verdict = "about as much as" if abs(b - a) <= 1.0 else ("more than" if b > a else "less than")
         lines.append(f"{t}: swapping the value moves {b:.1f} % of {second}'s top-10 toward the new value, "
                      f"{verdict} {first} ({a:.1f} %); queries moved: {s.loc[second, 'queries moved %']:.0f} % "
                      f"vs {s.loc[first, 'queries moved %']:.0f} % ({int(s.loc[second, 'queries'])} queries).")

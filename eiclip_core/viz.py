@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import binomtest
 
 from eiclip_core import layout
 from eiclip_core.io import atomic_path
@@ -525,10 +526,13 @@ def section_dictionaries(an: Analysis, reports_dir, seed: int = 0, n_values: int
             "reading": _read_dictionaries(shift, neighbours, same)}
 
 
-def _more(a: float, b: float, words=("more", "less", "as"), nd: int = 3) -> str:
-    """Compare two numbers as they are printed (rounded to nd decimals), so a reading never contradicts them."""
+def _more(a: float, b: float, words=("more", "less", "as"), nd: int = 3, tol: float = 0.0) -> str:
+    """Compare two numbers as they are printed (rounded to nd decimals), so a reading never contradicts
+    them; a difference of at most `tol` reads as the third word (no claim from noise)."""
     a, b = round(float(a), nd), round(float(b), nd)
-    return words[0] if a > b else (words[1] if a < b else words[2])
+    if abs(a - b) <= tol:
+        return words[2]
+    return words[0] if a > b else words[1]
 
 
 def _read_dictionaries(shift: pd.DataFrame, neighbours: pd.DataFrame, same: float) -> str:
@@ -563,7 +567,8 @@ def section_text_features(an: Analysis, reports_dir, seed: int = 0, types=("bran
     fig = text_umap_figure(features, labels, seed)
     lines = [f"{t}: 10-NN purity {purity.loc[t, 'CLIP-FT']:.3f} (CLIP-FT) vs {purity.loc[t, 'EI-CLIP']:.3f} (EI-CLIP): "
              f"EI-CLIP groups texts of the same {t} "
-             f"{_more(purity.loc[t, 'EI-CLIP'], purity.loc[t, 'CLIP-FT'], ('more', 'less', 'as'))} tightly."
+             f"{_more(purity.loc[t, 'EI-CLIP'], purity.loc[t, 'CLIP-FT'], ('more', 'less', 'about as'), tol=0.01)} "
+             "tightly (differences of 0.01 or less read as equal)."
              for t in types]
     return {"figure": save(fig, reports_dir, "05_text_features"), "purity": purity, "reading": "\n".join(lines)}
 
@@ -635,10 +640,12 @@ def section_examples(an: Analysis, reports_dir, n: int = 2, k: int = 5, seed: in
              for key in list(found)[1:] for q in found[key] for name in an.models]
     image_of = lambda p: an.data.image(int(an.data.first_row[p]))  # noqa: E731
     path = save(retrieval_examples_figure(cases, image_of, k), reports_dir, "05_examples") if cases else None
-    a, b = found["counts"].values()
+    a, b = (int(v) for v in found["counts"].values())
+    p = binomtest(a, a + b).pvalue if a + b else 1.0  # sign test: are the disagreements one-sided?
+    verdict = ("neither model wins more of them beyond chance" if p >= 0.05 else
+               f"{'EI-CLIP' if a > b else 'CLIP-FT'} wins more of them")
     reading = (f"of {len(pids)} text queries, EI-CLIP ranks the right image first where CLIP-FT does not for {a}, "
-               f"and CLIP-FT where EI-CLIP does not for {b}: "
-               f"{'EI-CLIP wins more of these disagreements' if a > b else ('neither wins more' if a == b else 'CLIP-FT wins more of these disagreements')}.")
+               f"and CLIP-FT where EI-CLIP does not for {b}: {verdict} (sign test p = {p:.2f}).")
     return {"figure": path, "counts": found["counts"], "reading": reading}
 
 

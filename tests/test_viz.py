@@ -134,3 +134,9 @@ def test_other_figures_have_their_labels(tmp_path):
     assert [l.get_label() for l in fig.axes[0].get_lines()] == ["CLIP-FT", "EI-CLIP"]
     assert fig.axes[1].get_ylabel() == "EI-CLIP - CLIP-FT (points)"
     assert viz.save(fig, tmp_path, "sweep").exists()
+
+
+def test_readings_do_not_claim_a_difference_from_noise():
+    assert viz._more(0.040, 0.039, ("more", "less", "about as"), tol=0.01) == "about as"
+    assert viz._more(0.060, 0.039, ("more", "less", "about as"), tol=0.01) == "more"
+    assert viz._more(0.5, 0.5) == "as" and viz._more(0.4, 0.5) == "less"
