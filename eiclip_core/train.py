@@ -317,8 +317,9 @@ def _train(cfg: TrainConfig, resume: str, progress: bool, dist_info: D.DistInfo)
 
     started = time.perf_counter()
     trained_samples = 0
-    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.row} seed{cfg.seed}",
-               disable=not (progress and rank == 0), dynamic_ncols=True)
+    # disable only when asked; otherwise leave tqdm's default, which TQDM_DISABLE=1 can switch off
+    quiet = {} if progress and rank == 0 else {"disable": True}
+    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.row} seed{cfg.seed}", dynamic_ncols=True, **quiet)
     while step < total_steps and epoch < cfg.epochs:
         dataset.set_epoch(epoch)
         batches = D.epoch_batches(len(data), cfg.batch_size, cfg.seed, epoch)[: steps_per_epoch * cfg.accum_steps]

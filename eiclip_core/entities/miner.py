@@ -160,7 +160,8 @@ class EntityMiner:
         """
         if total is None and hasattr(texts, "__len__"):
             total = len(texts)
-        bar = tqdm(total=total, disable=not progress, desc="mining", unit="descriptions", mininterval=1.0)
+        quiet = {} if progress else {"disable": True}  # leave TQDM_DISABLE=1 in charge otherwise
+        bar = tqdm(total=total, desc="mining", unit="descriptions", mininterval=1.0, **quiet)
         if n_process > 1 and "fork" in mp.get_all_start_methods():
             global _FORKED_MINER
             _FORKED_MINER = self
