@@ -14,14 +14,10 @@ import argparse
 import os
 import random
 import re
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from eiclip_core.entities.miner import FIT_WORDS, EntityMiner  # noqa: E402
-from eiclip_core.entities.vocab import surface_variants  # noqa: E402
+from eiclip_core.entities.miner import FIT_WORDS, EntityMiner
+from eiclip_core.entities.vocab import surface_variants
 
 CATEGORIES = ["tops", "t-shirts", "shirts", "sweaters", "jackets & coats", "pants", "jeans", "shorts",
               "dresses", "skirts", "sneakers", "boots", "bags", "hats", "scarves", "belts"]

@@ -145,7 +145,7 @@ def evaluate_embeddings(emb: Embeddings, product_ids, subcategories, protocols=P
     Full protocols carry `<key>_ci` 95 % bootstrap intervals over queries; sample-100 its `*_std`.
     """
     pids = np.asarray(product_ids)
-    n_prod, n_img = len(pids), len(emb.image)
+    n_prod = len(pids)
     out = {}
     for protocol in protocols:
         if protocol == "full":

@@ -49,22 +49,12 @@ def prepare_data(profile: Profile, data_dir: Path) -> None:
             raise KitError(f"{data_dir}: the Fashion-Gen files failed `eiclip check-data`: {problems[0]}"
                            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         return
-    from eiclip_core.synth import generate
+    from eiclip_core.synth import generate_unless_present
 
-    wanted = {"profile": profile.name, "seed": profile.data_seed, "confounding": profile.confounding,
-              "image_size": profile.image_size, "n_train": profile.n_train_products,
-              "n_val": profile.n_val_products}
-    truth = layout.ground_truth_file(data_dir)
-    if truth.exists() and (data_dir / "validation.h5").exists():
-        have = json.loads(truth.read_text()).get("generator", {})
-        if all(have.get(k) == v for k, v in wanted.items()):
-            print(f"data: reusing {data_dir} ({profile.name}, seed {profile.data_seed}, "
-                  f"confounding {profile.confounding:g})")
-            return
-    print(f"data: generating {data_dir} ({profile.name}, seed {profile.data_seed}, "
+    made = generate_unless_present(data_dir, profile.name, profile.data_seed, profile.confounding,
+                                   profile.image_size, profile.n_train_products, profile.n_val_products)
+    print(f"data: {'generated' if made else 'reusing'} {data_dir} ({profile.name}, seed {profile.data_seed}, "
           f"confounding {profile.confounding:g})")
-    generate(data_dir, profile=profile.name, seed=profile.data_seed, confounding=profile.confounding,
-             image_size=profile.image_size)
 
 
 def notebook_parameters(notebook: Path, values: dict) -> dict:

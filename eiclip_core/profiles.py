@@ -5,7 +5,7 @@ which rows of METHOD.md section 8 to train, for how long, and with which seeds. 
 `eiclip reproduce` and the notebooks' `parameters` cells all read them from here.
 """
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from eiclip_core.errors import KitError
 

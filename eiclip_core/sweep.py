@@ -50,18 +50,10 @@ def point_settings(profile: Profile, confounding: float, seed: int) -> dict:
 
 def _data(profile: Profile, out: Path, confounding: float) -> None:
     """Generate the point's data unless the same draw is already there."""
-    from eiclip_core.synth import generate
+    from eiclip_core.synth import generate_unless_present
 
-    truth = layout.ground_truth_file(out)
-    n_train, n_val = profile.sweep_products
-    want = {"profile": profile.name, "seed": profile.data_seed, "confounding": float(confounding),
-            "image_size": profile.image_size, "n_train": n_train, "n_val": n_val}
-    if truth.exists() and (out / "validation.h5").exists():
-        have = json.loads(truth.read_text()).get("generator", {})
-        if all(have.get(k) == v for k, v in want.items()):
-            return
-    generate(out, profile=profile.name, seed=profile.data_seed, confounding=float(confounding),
-             image_size=profile.image_size, n_train=n_train, n_val=n_val)
+    generate_unless_present(out, profile.name, profile.data_seed, confounding, profile.image_size,
+                            *profile.sweep_products)
 
 
 def _entities(out: Path):

@@ -568,6 +568,21 @@ def _write_split(dest: Path, products: list, ids: np.ndarray, world, textures, s
     return n_views
 
 
+def generate_unless_present(out_dir, profile: str, seed: int, confounding: float, image_size: int,
+                            n_train=None, n_val=None) -> bool:
+    """`generate`, unless out_dir already holds the same draw (same generator settings in its
+    ground_truth.json); True when it generated."""
+    prof = get_profile(profile)
+    wanted = {"profile": profile, "seed": int(seed), "confounding": float(confounding), "image_size": int(image_size),
+              "n_train": int(n_train or prof.n_train_products), "n_val": int(n_val or prof.n_val_products)}
+    truth = Path(out_dir) / "ground_truth.json"
+    if truth.exists() and (Path(out_dir) / "validation.h5").exists():
+        if json.loads(truth.read_text()).get("generator") == wanted:
+            return False
+    generate(out_dir, profile, seed, confounding, image_size, n_train, n_val)
+    return True
+
+
 def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, image_size=None,
              n_train=None, n_val=None) -> dict:
     """Write train.h5, validation.h5 and ground_truth.json under out_dir; returns {name: Path}.
