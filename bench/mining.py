@@ -1,6 +1,6 @@
 """Entity mining speed: EntityMiner (spaCy) versus a plain Python regex loop over the same patterns.
 
-    .venv/bin/python bench/mining.py [--n 100000] [--patterns 5000] [--regex-n 1000] [--seed 0]
+    .venv/bin/python bench/mining.py [--n 100000] [--patterns 5000] [--regex-n 1000] [--repeat 3] [--seed 0]
 
 Descriptions are synthetic but shaped like Fashion-Gen's (about 30 words of garment vocabulary with
 brand, category, material and fit mentions). The regex baseline compiles one case-insensitive
@@ -14,6 +14,7 @@ import argparse
 import os
 import random
 import re
+import statistics
 import time
 
 from eiclip_core.entities.miner import FIT_WORDS, EntityMiner
@@ -107,6 +108,7 @@ def main(argv=None):
                    help="worker processes for the second miner timing (EntityMiner.find(n_process=...))")
     p.add_argument("--memory-n", type=int, default=300_000,
                    help="descriptions streamed for the memory check (0 = skip)")
+    p.add_argument("--repeat", type=int, default=3, help="timings per miner setting; the median is reported")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -116,12 +118,16 @@ def main(argv=None):
     miner = EntityMiner(vocabulary)
     build = time.perf_counter() - t0
     miner.find(texts[:2000])  # warm the tokenizer cache, as any real run does after its first batch
-    rates = {}
+    rates, spread = {}, {}
     for n_process in sorted({1, args.processes}):
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        found = miner.find(texts, n_process=n_process)
-        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-        rates[n_process] = (len(texts) / wall, len(texts) / cpu)
+        runs = []
+        for _ in range(args.repeat):
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            found = miner.find(texts, n_process=n_process)
+            wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+            runs.append((len(texts) / wall, len(texts) / cpu))
+        rates[n_process] = tuple(statistics.median(r) for r in zip(*runs))
+        spread[n_process] = (min(r[0] for r in runs), max(r[0] for r in runs))
     spacy_rate = max(r[0] for r in rates.values())
 
     sub = texts[: args.regex_n]
@@ -140,8 +146,9 @@ def main(argv=None):
     print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} while measuring "
           "(wall-clock rates shrink when other processes share the CPUs; CPU-time rates do not)")
     for n_process, (rate, cpu_rate) in rates.items():
+        low, high = spread[n_process]
         print(f"EntityMiner (spaCy), {n_process} process{'es' if n_process > 1 else ''}:  {rate:,.0f} descriptions/s "
-              f"wall clock, {cpu_rate:,.0f} descriptions per CPU-second")
+              f"wall clock (median of {args.repeat}, range {low:,.0f}-{high:,.0f}), {cpu_rate:,.0f} per CPU-second")
     print(f"mentions per description: {sum(map(len, found)) / len(found):.2f}")
     print(f"regex loop, 1 process:         {regex_rate:,.0f} descriptions/s wall clock, {regex_cpu_rate:,.0f} "
           f"per CPU-second (timed on {len(sub)} descriptions)")

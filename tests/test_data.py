@@ -1,5 +1,6 @@
 """The Fashion-Gen reader and the torch datasets, on generated files and on hand-built files with real quirks."""
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -144,11 +145,19 @@ def test_datasets_raise_kiterror_on_bad_file(tmp_path):
         EvalDataset(bad)
 
 
+def open_files() -> int:
+    """Open descriptors of this process, once the queue feeder threads of finished loaders are gone:
+    they close their pipe ends asynchronously, after the loader has shut its workers down."""
+    for thread in threading.enumerate():
+        if thread.name == "QueueFeederThread":
+            thread.join(timeout=10)
+    return len(os.listdir("/proc/self/fd"))
+
+
 def test_loader_does_not_leak_file_handles_across_epochs(smoke_data):
     """Each epoch's workers open the HDF5 file lazily and close it when they exit: the parent's
     open files stay flat however many epochs run (issue 8, resources)."""
     ds = TrainDataset(smoke_data["train"], seed=0)
-    open_files = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
     counts = []
     for epoch in range(4):
         ds.set_epoch(epoch)

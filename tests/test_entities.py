@@ -6,13 +6,14 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+import spacy
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from eiclip_core.entities import (OTHER, EntityMiner, build_vocabulary, load_artifact, mine_products,
                                   parse_composition, prone_flags, write_artifact)
 from eiclip_core.entities.artifact import content_id
-from eiclip_core.entities.miner import FIT_NOUNS
+from eiclip_core.entities.miner import FIT_NOUNS, as_text
 from eiclip_core.entities.scores import mention_scores
 from eiclip_core.entities.vocab import surface_variants
 from eiclip_core.errors import KitError
@@ -149,6 +150,25 @@ def test_property_mentions_are_well_formed(text):
 @given(st.lists(st.text(max_size=40), max_size=8))
 def test_property_one_result_per_text(texts):
     assert len(miner().find(texts)) == len(texts)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_TEXTS, min_size=1, max_size=6))
+@example(["A Canada", "Goose coat"]).via("a multi-word value across two texts")
+@example(["Straight", "silk skirt", "slim", "-fit"]).via("fit patterns across texts")
+@example(["cannot", "e.g. Diesel", "", "\n", "A.P.C."]).via("special cases and empty texts")
+def test_property_a_text_gets_the_same_mentions_whatever_its_batch(texts):
+    # The miner tokenizes and matches a batch as one newline-joined Doc: no match may span two texts,
+    # and no text may change what its neighbours' tokens are.
+    assert miner().find(texts) == [miner().find([t])[0] for t in texts]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_TEXTS)
+def test_property_tokens_are_those_of_blank_english(text):
+    # The miner drops spaCy's whitespace special cases (they stop the tokenizer's cache); tokens must not change.
+    reference, text = spacy.blank("en").tokenizer, as_text(text)  # as the miner sees it (no lone surrogates)
+    assert [t.text for t in miner().nlp.make_doc(text)] == [t.text for t in reference(text)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,6 +76,13 @@ def test_cli_mine_writes_a_loadable_artifact(smoke_data, tmp_path, capsys):
     assert "coverage" in capsys.readouterr().out
 
 
+def test_mining_in_two_processes_writes_the_same_artifact(smoke_data, tmp_path):
+    paths = smoke_data["train"], smoke_data["validation"]
+    one = mine_dataset(*paths, tmp_path / "one.json", tokenizer=str.split, progress=False)
+    two = mine_dataset(*paths, tmp_path / "two.json", tokenizer=str.split, progress=False, n_process=2)
+    assert one.id == two.id and (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+
+
 def test_cli_mine_reports_a_bad_file(tmp_path, capsys):
     bad = tmp_path / "train.h5"
     bad.write_bytes(b"not hdf5")

@@ -32,11 +32,12 @@ def product_values(products, entity_type: str) -> list:
 def mine_products(splits: dict, tokenize: Optional[Callable[[str], list]] = None, *, min_count: int = 2,
                   alpha: float = 1.0, max_pieces: int = 4, types=MODEL_TYPES,
                   mention_types=MENTION_TYPES, fit_words=FIT_WORDS, progress: bool = True,
-                  backbone: Optional[str] = None, sources: Optional[dict] = None) -> dict:
+                  backbone: Optional[str] = None, sources: Optional[dict] = None, n_process: int = 1) -> dict:
     """Artifact content (unstamped) from products tables: {"train": df, "validation": df, ...}.
 
     Each table has the FashionGen.products columns product_id, text and the metadata types. The
     first split must be "train". `tokenize` (str -> pieces) drives the prone flags; None flags none.
+    n_process > 1 mines in that many forked processes (EntityMiner.iter_find).
     """
     if next(iter(splits), None) != "train":
         raise ValueError("the first split must be 'train' (vocabularies come from it)")
@@ -58,7 +59,7 @@ def mine_products(splits: dict, tokenize: Optional[Callable[[str], list]] = None
                         raw_forms={t: {v: sorted(r) for v, r in d.items()} for t, d in raw_forms.items()})
     mentions = {}
     for s, df in splits.items():
-        found = miner.iter_find(df["text"], progress=progress, total=len(df))
+        found = miner.iter_find(df["text"], progress=progress, total=len(df), n_process=n_process)
         mentions[s] = [[[a, b, t, v] for a, b, t, v in ms] for ms in found]
         values[s]["fit"] = [next((v for _, _, t, v in ms if t == "fit"), "") for ms in mentions[s]]
 
@@ -96,7 +97,7 @@ def coverage(values: list, mentions: list, entity_type: str) -> float:
 
 def mine_dataset(train_path, validation_path, out_path, tokenizer=None, *, backbone: str = "eiclip-tiny",
                  min_count: int = 2, alpha: float = 1.0, max_pieces: int = 4,
-                 progress: bool = True) -> EntityArtifact:
+                 progress: bool = True, n_process: int = 1) -> EntityArtifact:
     """Read the two Fashion-Gen files, mine them, write `out_path` atomically; returns the artifact.
 
     tokenizer: str -> pieces for the prone flags; None loads the backbone's (see backbone_tokenizer).
@@ -108,7 +109,8 @@ def mine_dataset(train_path, validation_path, out_path, tokenizer=None, *, backb
         splits["validation"] = FashionGen(validation_path).products
     tokenize = tokenizer if tokenizer is not None else backbone_tokenizer(backbone)
     content = mine_products(splits, tokenize, min_count=min_count, alpha=alpha, max_pieces=max_pieces,
-                            progress=progress, backbone=backbone if tokenizer is None else "custom",
+                            progress=progress, n_process=n_process,
+                            backbone=backbone if tokenizer is None else "custom",
                             sources={"train": Path(train_path).name,
                                      **({"validation": Path(validation_path).name} if validation_path else {})})
     return write_artifact(out_path, content)
@@ -133,11 +135,13 @@ def add_arguments(parser) -> None:
                         help="values in fewer training products than this go to 'other'")
     parser.add_argument("--max-pieces", type=int, default=4,
                         help="a value split into at least this many tokenizer pieces is confounding-prone")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="mining processes (forked; 2 on a 2-core machine mines about 1.6x faster)")
 
 
 def run(args) -> int:
     art = mine_dataset(args.train, args.validation, args.out, backbone=args.backbone,
-                       min_count=args.min_count, max_pieces=args.max_pieces)
+                       min_count=args.min_count, max_pieces=args.max_pieces, n_process=args.processes)
     print(summary(art))
     print(f"wrote {args.out}")
     return 0

@@ -13,12 +13,16 @@ Rules, whatever the text:
     rejects spaCy's special-case splits such as "cannot" -> "can" + "not";
   - offsets are character offsets into the text as given, and text[start:end] is always one of the
     value's surface forms (whitespace inside a multi-word mention may differ).
-The texts stream through nlp.pipe; only (start, end, type, value) tuples are kept, so memory stays
-flat on hundreds of thousands of descriptions.
+Texts stream through in batches, each batch one Doc (see EntityMiner._find_batch), and only the
+(start, end, type, value) tuples are kept, so memory stays flat on hundreds of thousands of
+descriptions.
 """
+import gc
 import multiprocessing as mp
 import re
-from typing import Iterable, Iterator, Optional
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 import spacy
 from spacy.matcher import Matcher, PhraseMatcher
@@ -84,6 +88,9 @@ class EntityMiner:
         # it holds max_cache_size chunks (default 10k): the patterns alone fill that, after which every
         # word is re-split with regexes (3-5x slower). A larger, still bounded, cache keeps memory flat.
         self.nlp.tokenizer.max_cache_size = cache_size
+        # Whitespace special cases ("\n" -> "\n") give the tokens the plain rules give, but any special
+        # case stops the tokenizer caching the rest of its Doc, and _find_batch joins texts by newlines.
+        self.nlp.tokenizer.rules = {k: v for k, v in self.nlp.tokenizer.rules.items() if k.strip()}
         self.types = [t for t in vocabulary if t != "fit"]
         # type -> surface form (lower case) -> value as given. The value's own normal form is
         # registered before derived variants, so "coat" (a value) beats "coat" (from "jackets & coats").
@@ -152,7 +159,7 @@ class EntityMiner:
 
     def iter_find(self, texts: Iterable, batch_size: int = 2000, progress: bool = False,
                   total: Optional[int] = None, n_process: int = 1) -> Iterator[list]:
-        """Streaming find: yields each text's mentions in order; no Doc outlives its text.
+        """Streaming find: yields each text's mentions in order; no Doc outlives its batch.
 
         n_process > 1 forks worker processes that inherit this miner and send back only the
         mention tuples (spaCy's own nlp.pipe(n_process=...) would pickle whole Docs back).
@@ -165,7 +172,8 @@ class EntityMiner:
         if n_process > 1 and "fork" in mp.get_all_start_methods():
             global _FORKED_MINER
             _FORKED_MINER = self
-            with mp.get_context("fork").Pool(n_process) as pool:
+            # gc.freeze: a worker's collector then skips the heap it inherited (see the gc docs on fork).
+            with mp.get_context("fork").Pool(n_process, initializer=gc.freeze) as pool:
                 for chunk in pool.imap(_find_chunk, _chunks(map(as_text, texts), batch_size)):
                     bar.update(len(chunk))
                     yield from chunk
@@ -177,44 +185,71 @@ class EntityMiner:
         bar.close()
 
     def _stream(self, texts: Iterable[str], batch_size: int) -> Iterator[list]:
-        pairs = ((text, text) for text in texts)  # the text rides along: doc.text would rebuild it
-        for doc, text in self.nlp.pipe(pairs, batch_size=batch_size, as_tuples=True):
-            yield self._mentions(doc, text)
+        for batch in _chunks(texts, batch_size):
+            yield from self._find_batch(batch)
 
     # -- internals ---------------------------------------------------------------------------
-    def _mentions(self, doc, text: str) -> list:
-        found = {}  # (token start, token end) -> {(type, value): (start_char, end_char)}
-        fit_at = []  # (token, is a fit on its own) for every fit word
+    def _find_batch(self, texts: list) -> list:
+        """Mentions of a batch of texts, tokenized and matched as one Doc.
+
+        The texts are joined by newlines. The tokenizer splits at any whitespace, so each text gets
+        exactly the tokens it gets alone, and no pattern holds a whitespace token, so no match spans
+        two texts. One Doc per batch instead of one per text saves spaCy's per-Doc and per-call
+        overhead, which costs more than the tokenizing and matching themselves on short texts; for
+        the same reason character offsets come from arrays, not from Token objects.
+        """
+        joined = "\n".join(texts)
+        doc = self.nlp.make_doc(joined)
+        text_start = list(accumulate((len(t) + 1 for t in texts[:-1]), initial=0))  # in joined
+        tok_start, space_after = doc.to_array(["IDX", "SPACY"]).T.tolist() if len(doc) else ([], [])
+        tok_start.append(len(joined))  # a token ends where the next starts, less its trailing space
+        hits = [[] for _ in texts]  # per text: (token start, token end, start, end, type, value)
         for match_id, s, e in self.phrase_matcher(doc):
-            if match_id == self._fit_direct or match_id == self._fit_context:
-                fit_at.append((s, match_id == self._fit_direct))
+            a, b = tok_start[s], tok_start[e] - space_after[e - 1]
+            if not self._isolated(joined, a, b):
                 continue
-            a, b = self._chars(doc, s, e)
-            if self._isolated(text, a, b):
+            if match_id == self._fit_direct or match_id == self._fit_context:
+                # A fit mention is the fit word's token; a context pattern must start there.
+                if match_id == self._fit_context and not any(
+                        m == 0 for _, m, _ in self.fit_matcher(doc[s:s + _FIT_WINDOW])):
+                    continue
+                t, value = "fit", self._fit_value[joined[a:b].lower()]
+            else:
                 t = self._type_of[match_id]
-                value = self._lookup[t].get(_SPACES.sub(" ", text[a:b].lower()))
-                if value is not None:
-                    found.setdefault((s, e), {})[(t, value)] = (a, b)
-        for s0, direct in fit_at:  # a mention is the fit word's token; the match must start there
-            if direct or any(s == 0 for _, s, _ in self.fit_matcher(doc[s0:s0 + _FIT_WINDOW])):
-                a, b = self._chars(doc, s0, s0 + 1)
-                if self._isolated(text, a, b):
-                    found.setdefault((s0, s0 + 1), {})[("fit", self._fit_value[text[a:b].lower()])] = (a, b)
-        keys = sorted(found)
-        if any(k[0] < prev[1] for prev, k in zip(keys, keys[1:])):  # overlaps: the longest wins
-            keys = sorted((sp.start, sp.end) for sp in filter_spans([doc[s:e] for s, e in keys]))
-        return [(a, b, t, value) for k in keys for (t, value), (a, b) in found[k].items()]
+                surface = joined[a:b].lower()
+                value = self._lookup[t].get(surface)
+                if value is None:  # lookup keys have single spaces: "canada  goose" -> "canada goose"
+                    value = self._lookup[t].get(_SPACES.sub(" ", surface))
+                    if value is None:
+                        continue
+            i = bisect_right(text_start, a) - 1
+            hits[i].append((s, e, a - text_start[i], b - text_start[i], t, value))
+        return [self._longest(h) for h in hits]
 
     @staticmethod
-    def _chars(doc, s: int, e: int):
-        """Character offsets of tokens s..e-1 (no Span object: this runs for every match)."""
-        last = doc[e - 1]
-        return doc[s].idx, last.idx + len(last)
+    def _longest(hits: list) -> list:
+        """(start, end, type, value) in text order; of overlapping matches the longest wins.
+
+        Each type has one pattern per token sequence, so a token range holds at most one hit per
+        type; hits on one range come in type order. spacy.util.filter_spans picks the ranges (it
+        reads nothing of a Span but start and end).
+        """
+        hits.sort()
+        if any(h[0] < prev[1] and h[:2] != prev[:2] for prev, h in zip(hits, hits[1:])):
+            kept = set(filter_spans({_TokenRange(*h[:2]) for h in hits}))
+            hits = [h for h in hits if h[:2] in kept]
+        return [h[2:] for h in hits]
 
     @staticmethod
     def _isolated(text: str, start: int, end: int) -> bool:
         """No letter or digit glued to either side: the match is not inside a longer word."""
         return not (start > 0 and text[start - 1].isalnum()) and not (end < len(text) and text[end].isalnum())
+
+
+class _TokenRange(NamedTuple):
+    """What filter_spans needs of a Span: token start and end (exclusive)."""
+    start: int
+    end: int
 
 
 # Worker side of iter_find(n_process > 1): forked children inherit the miner through this global.
