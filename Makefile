@@ -49,10 +49,13 @@ test: test-unit test-notebooks
 test-unit: env
 	$(PY) -m pytest -q tests
 
+# The re-executed reports rewrite their figures and results in reports/smoke/; the committed
+# references are put back afterwards, so a test run leaves the working tree as it found it.
 test-notebooks: env
 	rm -rf data/smoke
 	$(VENV)/bin/eiclip synth --out data/smoke --profile smoke
-	$(NBVAL) $(SMOKE_REPORTS)
+	@saved=$$(mktemp -d) && cp -a reports/smoke "$$saved/" && \
+	  { $(NBVAL) $(SMOKE_REPORTS); rc=$$?; rm -rf reports/smoke; mv "$$saved/smoke" reports/smoke; rmdir "$$saved"; exit $$rc; }
 
 # Re-make the nbval references (reports/smoke/) after a deliberate change of a notebook or its numbers.
 references: env

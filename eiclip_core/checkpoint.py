@@ -55,6 +55,19 @@ def save_checkpoint(path, payload: dict) -> Path:
 
 def load_checkpoint(path, map_location="cpu") -> dict:
     """The payload of a checkpoint; KitError naming the file when it is unreadable or corrupt."""
+    return _load_record(path, map_location)["payload"]
+
+
+def checkpoint_id(path) -> str:
+    """A checkpoint's identity (16 hex digits): the checksum of its payload, verified on the way.
+
+    Not a digest of the file: torch.save names the zip's records after the (temporary) file, so
+    two saves of the same payload differ in bytes, while their payloads hash alike.
+    """
+    return _load_record(path, "cpu")["sha256"][:16]
+
+
+def _load_record(path, map_location) -> dict:
     path = Path(path)
     if not path.is_file():
         raise KitError(f"{path}: checkpoint not found")
@@ -66,7 +79,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise KitError(f"{path}: not an eiclip checkpoint (format {FORMAT})")
     if checksum(record["payload"]) != record.get("sha256"):
         raise KitError(f"{path}: corrupt checkpoint (checksum mismatch)")
-    return record["payload"]
+    return record
 
 
 def checkpoint_files(ckpt_dir) -> list:

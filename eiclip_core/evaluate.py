@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from eiclip_core import layout
+from eiclip_core.checkpoint import checkpoint_id
 from eiclip_core.errors import KitError
 from eiclip_core.io import atomic_path, write_json, write_text
 from eiclip_core.metrics import KS, metric_keys, positive_ranks, recalls, sample100_metrics
@@ -79,15 +80,6 @@ def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64,
     first_view = np.array([row_to_item[int(r)] for r in data.first_row], dtype=np.int64)
     return Embeddings(image=torch.cat(images).numpy(), image_product=dataset.product_index.astype(np.int64),
                       first_view=first_view, text=torch.cat(text_emb).numpy())
-
-
-def file_digest(path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's content (16 hex digits): the identity of a checkpoint."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def data_identity(path) -> dict:
@@ -278,7 +270,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
             load = lambda: zero_shot(profile.backbone, profile.pretrained, entities_path, device)  # noqa: E731
             ckpt_hash, shown_dir = None, None
         else:
-            ckpt_hash = file_digest(run_dir / "final.pt")
+            ckpt_hash = checkpoint_id(run_dir / "final.pt")
             key = {"checkpoint": ckpt_hash}
             load = lambda d=run_dir: load_run(d, device)[:2]  # noqa: E731
             shown_dir = str(run_dir)

@@ -84,13 +84,14 @@ def _train(profile: Profile, out: Path, row: str, seed: int, device: str) -> Pat
 
 def _full_recall(run: Path, out: Path, device) -> dict:
     """Full protocol (every validation product, first view, one text each) for one run."""
+    from eiclip_core.checkpoint import checkpoint_id
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluate import cached_embeddings, file_digest
+    from eiclip_core.evaluate import cached_embeddings
     from eiclip_core.metrics import retrieval_metrics
     from eiclip_core.train import load_run
 
     validation = layout.split_file(out, "validation")
-    emb = cached_embeddings(lambda: load_run(run, device)[:2], {"checkpoint": file_digest(run / "final.pt")},
+    emb = cached_embeddings(lambda: load_run(run, device)[:2], {"checkpoint": checkpoint_id(run / "final.pt")},
                             validation, layout.cache_dir(out), device)
     pids = FashionGen(validation).products["product_id"].to_numpy()
     return retrieval_metrics(emb.image[emb.first_view], emb.text, pids, pids)

@@ -480,10 +480,11 @@ def load_analysis(data_dir, seed: int, device) -> Analysis:
     """Load the CLIP-FT and EI-CLIP runs of `seed` (notebook 03) and their cached validation embeddings
     (the cache notebook 04 fills; computed here when missing)."""
     from eiclip_core.backbone import load_backbone
+    from eiclip_core.checkpoint import checkpoint_id
     from eiclip_core.data import FashionGen
     from eiclip_core.entities import load_artifact
     from eiclip_core.errors import KitError
-    from eiclip_core.evaluate import cached_embeddings, file_digest
+    from eiclip_core.evaluate import cached_embeddings
     from eiclip_core.train import load_run
 
     validation = layout.split_file(data_dir, "validation")
@@ -495,7 +496,7 @@ def load_analysis(data_dir, seed: int, device) -> Analysis:
         model, backbone, cfg = load_run(run, device)
         models[MODEL_NAMES[row]] = model
         embeddings[MODEL_NAMES[row]] = cached_embeddings(
-            lambda m=model, b=backbone: (m, b), {"checkpoint": file_digest(run / "final.pt")}, validation,
+            lambda m=model, b=backbone: (m, b), {"checkpoint": checkpoint_id(run / "final.pt")}, validation,
             layout.cache_dir(data_dir), device)
     # the text tower as loaded before fine-tuning (same seed = same projection as the run's D_t)
     frozen = load_backbone(cfg.backbone, cfg.pretrained, device=device, seed=cfg.seed).model.eval()

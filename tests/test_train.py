@@ -14,7 +14,7 @@ import torch
 
 import eiclip_core  # noqa: F401
 from eiclip_core import train as T
-from eiclip_core.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from eiclip_core.checkpoint import checkpoint_id, latest_checkpoint, load_checkpoint, save_checkpoint
 from eiclip_core.errors import KitError
 from eiclip_core.train import TrainConfig, load_run, lr_factor, train, zero_shot
 
@@ -116,6 +116,16 @@ def test_corrupt_checkpoint_is_detected_and_the_previous_one_used(tmp_path):
     newer.write_bytes(newer.read_bytes()[:100])  # truncated
     with pytest.raises(KitError, match="corrupt"):
         load_checkpoint(newer)
+
+
+def test_checkpoint_id_follows_the_content_not_the_file(tmp_path):
+    payload = {"step": 3, "model": {"w": torch.arange(10.0)}}
+    a = save_checkpoint(tmp_path / "a" / "final.pt", payload)
+    b = save_checkpoint(tmp_path / "b" / "final.pt", payload)
+    assert a.read_bytes() != b.read_bytes()  # torch.save names the zip's records after the temporary file
+    assert checkpoint_id(a) == checkpoint_id(b)
+    c = save_checkpoint(tmp_path / "c.pt", {"step": 3, "model": {"w": torch.arange(10.0) + 1e-6}})
+    assert checkpoint_id(c) != checkpoint_id(a)
 
 
 def test_checkpoints_refuse_pickled_code(tmp_path):
