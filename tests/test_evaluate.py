@@ -234,6 +234,7 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
 
     import eiclip_core.entities
     import eiclip_core.train
+    from eiclip_core.checkpoint import save_checkpoint
     from eiclip_core.data import FashionGen
 
     data_dir = tmp_path / "data"
@@ -244,7 +245,7 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
     for i, row in enumerate(("clip-ft", "ei-clip")):
         run = data_dir / "runs" / row / "seed0"
         run.mkdir(parents=True)
-        (run / "final.pt").write_bytes(f"weights {row}".encode())
+        save_checkpoint(run / "final.pt", {"model": {"w": torch.full((3,), float(i))}})  # distinct ids
         (run / "done.json").write_text("{}")
 
     def load_run(run_dir, device):
@@ -265,6 +266,7 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
 
 
 def test_evaluate_profile_end_to_end_with_cache(evaluation_setup, tmp_path):
+    from eiclip_core.checkpoint import checkpoint_id
     from eiclip_core.evaluate import evaluate_profile
     from eiclip_core.profiles import get_profile
 
@@ -277,7 +279,9 @@ def test_evaluate_profile_end_to_end_with_cache(evaluation_setup, tmp_path):
     assert [(r["row"], r["protocol"]) for r in first.records][:3] == [
         ("zero-shot", "full"), ("zero-shot", "full-all-views"), ("zero-shot", "sample-100")]
     rec = first.records[3]
-    assert rec["row"] == "clip-ft" and rec["seed"] == 0 and len(rec["checkpoint_hash"]) == 16
+    assert rec["row"] == "clip-ft" and rec["seed"] == 0
+    assert rec["checkpoint_hash"] == checkpoint_id(data_dir / "runs/clip-ft/seed0/final.pt")
+    assert rec["checkpoint_hash"] != first.records[-1]["checkpoint_hash"]  # the ei-clip run's
     emb = first.embeddings[("clip-ft", 0)]
     assert emb.text.shape == (128, 16) and len(emb.image) == len(emb.image_product) > 128
     assert np.allclose(np.linalg.norm(emb.image, axis=1), 1, atol=1e-5)
