@@ -257,7 +257,7 @@ _FORKED_MINER = None
 
 
 def _find_chunk(texts: list) -> list:
-    return list(_FORKED_MINER._stream(texts, len(texts)))
+    return _FORKED_MINER._find_batch(texts)
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
