@@ -247,7 +247,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     from eiclip_core.entities import load_artifact
     from eiclip_core.profiles import get_profile
     from eiclip_core.runtime import resolve_device
-    from eiclip_core.train import load_run, zero_shot
+    from eiclip_core.loading import load_run, zero_shot
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     device = resolve_device(device) if isinstance(device, str) else device

@@ -68,7 +68,8 @@ def _entities(out: Path):
 
 
 def _train(profile: Profile, out: Path, row: str, seed: int, device: str) -> Path:
-    from eiclip_core.train import TrainConfig, train
+    from eiclip_core.config import TrainConfig
+    from eiclip_core.train import train
 
     cfg = TrainConfig(train=str(layout.split_file(out, "train")), entities=str(layout.entities_file(out)),
                       out=str(layout.run_dir(out, row, seed)), row=row, backbone=profile.backbone,
@@ -88,7 +89,7 @@ def _full_recall(run: Path, out: Path, device) -> dict:
     from eiclip_core.data import FashionGen
     from eiclip_core.evaluate import cached_embeddings
     from eiclip_core.metrics import retrieval_metrics
-    from eiclip_core.train import load_run
+    from eiclip_core.loading import load_run
 
     validation = layout.split_file(out, "validation")
     emb = cached_embeddings(lambda: load_run(run, device)[:2], {"checkpoint": checkpoint_id(run / "final.pt")},

@@ -485,7 +485,7 @@ def load_analysis(data_dir, seed: int, device) -> Analysis:
     from eiclip_core.entities import load_artifact
     from eiclip_core.errors import KitError
     from eiclip_core.evaluate import cached_embeddings
-    from eiclip_core.train import load_run
+    from eiclip_core.loading import load_run
 
     validation = layout.split_file(data_dir, "validation")
     models, embeddings = {}, {}
