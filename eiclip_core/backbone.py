@@ -82,6 +82,8 @@ class Backbone:
 
 
 RANDOM_INIT = "random"  # the one way to ask for an untrained backbone on purpose
+# kit backbones whose default weights are made by `eiclip pretrain` (the general-domain corpus)
+KIT_WEIGHTS = {"eiclip-tiny": Path(__file__).resolve().parent / "weights" / "eiclip-tiny-general.pt"}
 
 
 def _has_pretrained_text_tower(cfg: dict) -> bool:
@@ -108,6 +110,23 @@ def _check_weights(name: str, pretrained: str, cfg: dict) -> None:
     raise KitError(f"backbone {name}: no pretrained weights given (pass a tag such as "
                    f"{', '.join(open_clip.list_pretrained_tags_by_model(name)[:3]) or 'none'} or a weights file); "
                    "refusing to train from a random init")
+
+
+def _load_kit_weights(model: nn.Module, path: Path, name: str) -> None:
+    """The general-domain weights of a kit backbone (image tower, text projection, logit scale)."""
+    from eiclip_core.checkpoint import load_checkpoint
+
+    if not path.is_file():
+        raise KitError(f"{path}: default weights of backbone {name} missing (make them with `eiclip pretrain`)")
+    try:
+        state = load_checkpoint(path, map_location="cpu")["model"]
+    except KitError as e:
+        raise KitError(f"{e} (make the weights again with `eiclip pretrain`)") from None
+    missing = set(state) - set(model.state_dict())
+    if missing:
+        raise KitError(f"{path}: not weights of backbone {name} (unexpected {sorted(missing)[0]!r}; "
+                       "make them again with `eiclip pretrain`)")
+    model.load_state_dict(state, strict=False)
 
 
 @contextlib.contextmanager
@@ -153,6 +172,8 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str = "", device="cp
             source = pretrained or cfg.get("text_cfg", {}).get("hf_model_name", "")
             raise KitError(f"backbone {name} ({source}): weights could not be loaded offline: "
                            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if name in KIT_WEIGHTS and not pretrained:
+        _load_kit_weights(model, KIT_WEIGHTS[name], name)
     # CLIP trains its towers without dropout; the HF text tower brings BERT's 0.1. Switching it off
     # keeps a training step a pure function of weights and batch (exact resume, equal DDP losses).
     for module in model.modules():

@@ -16,6 +16,7 @@ COMMANDS = {
     "synth": ("eiclip_core.synth", "generate the Fashion-Gen-like default data set"),
     "check-data": ("eiclip_core.data.check", "validate Fashion-Gen HDF5 files"),
     "mine": ("eiclip_core.entities.mine", "mine entity vocabularies and mentions into an artifact"),
+    "pretrain": ("eiclip_core.general.pretrain", "pretrain the general-domain tiny CLIP (the default backbone's weights)"),
     "train": ("eiclip_core.train", "train CLIP-FT / EI-CLIP (single process or torchrun)"),
     "evaluate": ("eiclip_core.evaluate", "evaluate runs under the retrieval protocols"),
     "reproduce": ("eiclip_core.pipeline", "run notebooks 01-05 with papermill into reports/"),

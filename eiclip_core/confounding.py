@@ -1,0 +1,115 @@
+"""The confounder, measured before any fine-tuning (METHOD.md section 11).
+
+Two measures of the general-domain backbone on generated products:
+
+- **Confounding harm**: zero-shot retrieval (full protocol, mean of the six recalls) on data drawn
+  at knob 0 and at knob 1 with the same data seed, so only the entity values differ. Repeated over
+  data seeds, the harm is the paired difference knob 0 minus knob 1, with its spread.
+- **Counterfactual brand swap**: a product's brand is replaced in its text by an everyday colour
+  word ("Olive") or by a made-up word; if the backbone reads the brand with its everyday meaning,
+  text->image top-10 moves toward products of the nearest product colour (green, for olive). The
+  pull is the share of such products after the colour-word swap minus after the made-up swap.
+"""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from eiclip_core import layout
+
+CONTROL_BRAND = "Velrano"  # a made-up word (not in the text tower's vocabulary as a whole word)
+
+
+def backbone_model(backbone):
+    """The backbone as an EICLIP with no module switched on: exactly the backbone's features."""
+    from eiclip_core.model import EICLIP, get_row
+
+    return EICLIP(backbone.model, {}, {}, get_row("clip-ft")).eval()
+
+
+def zero_shot_recalls(backbone, data_path, device="cpu") -> dict:
+    """The six full-protocol recalls (first view of each product) and their mean, zero-shot."""
+    from eiclip_core.data import FashionGen
+    from eiclip_core.evaluate import extract_embeddings
+    from eiclip_core.metrics import retrieval_metrics
+
+    emb = extract_embeddings(backbone_model(backbone), backbone, data_path, device)
+    pids = FashionGen(data_path).products["product_id"].to_numpy()
+    return retrieval_metrics(emb.image[emb.first_view], emb.text, pids, pids)
+
+
+def harm_table(backbone, profile, data_seeds, work_dir, knobs=(0.0, 1.0), device="cpu") -> pd.DataFrame:
+    """Zero-shot mean recall per (data seed, knob); data generated under work_dir (reused when present)."""
+    from eiclip_core.synth import generate_unless_present
+
+    rows = []
+    for seed in data_seeds:
+        for knob in knobs:
+            out = Path(work_dir) / f"seed{seed}-knob{knob:g}"
+            generate_unless_present(out, profile.name, seed, knob, profile.image_size)
+            rows.append({"data_seed": seed, "knob": knob,
+                         **zero_shot_recalls(backbone, layout.split_file(out, "validation"), device)})
+    return pd.DataFrame(rows)
+
+
+def harm_summary(table: pd.DataFrame, low: float = 0.0, high: float = 1.0) -> dict:
+    """Mean recall per knob (mean, std over data seeds) and the paired harm low - high with its spread."""
+    wide = table.pivot(index="data_seed", columns="knob", values="mean")
+    harm = wide[low] - wide[high]
+    spread = lambda s: float(s.std(ddof=1)) if len(s) > 1 else float("nan")  # noqa: E731
+    return {
+        "knobs": {f"{k:g}": {"mean": round(float(wide[k].mean()), 2), "std": round(spread(wide[k]), 2)}
+                  for k in wide.columns},
+        "harm": round(float(harm.mean()), 2), "harm_std": round(spread(harm), 2),
+        "harm_min": round(float(harm.min()), 2), "n_data_seeds": int(len(harm)),
+        "beyond_spread": bool(harm.min() > 0 and harm.mean() > 2 * spread(harm)) if len(harm) > 1 else False,
+    }
+
+
+# ------------------------------------------------------------------------------------------- swap
+
+def nearest_product_colour(word: str) -> str:
+    """The product colour (a name colour of the generator) closest in RGB to a colour word."""
+    from eiclip_core.general.corpus import BRAND_COLOURS
+    from eiclip_core.synth import COLOURS
+
+    rgb = np.asarray(BRAND_COLOURS[word], float)
+    return min(COLOURS, key=lambda c: float(np.sum((np.asarray(COLOURS[c], float) - rgb) ** 2)))
+
+
+@torch.no_grad()
+def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10, seed: int = 0,
+                    device="cpu") -> pd.DataFrame:
+    """Per colour word: top-k share of its nearest product colour after swapping the brand for it,
+    after swapping for a made-up word, their difference (the pull) and the chance level."""
+    from eiclip_core.data import FashionGen
+    from eiclip_core.evaluate import extract_embeddings
+    from eiclip_core.probe import swap_value, top_k_share
+    from eiclip_core.synth import load_ground_truth
+
+    data_path = layout.split_file(data_dir, "validation")
+    model = backbone_model(backbone)
+    image_emb = extract_embeddings(model, backbone, data_path, device)
+    products = FashionGen(data_path).products
+    colours = np.array([name.split()[0].lower() for name in products["name"]])
+    truth = {p["product_id"]: p for p in load_ground_truth(layout.ground_truth_file(data_dir))["splits"]["validation"]}
+    mentions = [truth[int(pid)]["mentions"] for pid in products["product_id"]]
+    texts = products["text"].tolist()
+    with_brand = [i for i, m in enumerate(mentions) if any(t == "brand" for _, _, t, _ in m)]
+    chosen = np.random.default_rng(seed).permutation(with_brand)[:n_queries]
+    images = image_emb.image[image_emb.first_view]
+
+    def shares(new_brand: str, colour: str) -> float:
+        swapped = [swap_value(texts[i], mentions[i], "brand", new_brand) for i in chosen]
+        text_emb = model.encode_text(backbone.tokenizer(swapped).to(device)).float().cpu().numpy()
+        return 100 * float(top_k_share(text_emb, images, colours, [colour] * len(chosen), k).mean())
+
+    rows = []
+    for word in words:
+        colour = nearest_product_colour(word)
+        after, control = shares(word.capitalize(), colour), shares(CONTROL_BRAND, colour)
+        rows.append({"word": word, "product_colour": colour, "share_after_swap": round(after, 2),
+                     "share_control_swap": round(control, 2), "pull": round(after - control, 2),
+                     "chance": round(100 * float(np.mean(colours == colour)), 2)})
+    return pd.DataFrame(rows)
