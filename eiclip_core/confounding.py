@@ -72,7 +72,7 @@ def harm_summary(table: pd.DataFrame, low: float = 0.0, high: float = 1.0) -> di
 def nearest_product_colour(word: str) -> str:
     """The product colour (a name colour of the generator) closest in RGB to a colour word."""
     from eiclip_core.general.corpus import BRAND_COLOURS
-    from eiclip_core.synth import COLOURS
+    from eiclip_core.synth.world import COLOURS
 
     rgb = np.asarray(BRAND_COLOURS[word], float)
     return min(COLOURS, key=lambda c: float(np.sum((np.asarray(COLOURS[c], float) - rgb) ** 2)))

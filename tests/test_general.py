@@ -7,10 +7,10 @@ import torch
 
 from eiclip_core.backbone import KIT_WEIGHTS, RANDOM_INIT, load_backbone
 from eiclip_core.errors import KitError
-from eiclip_core.general.corpus import (ALL_COLOURS, BRAND_COLOURS, GARMENT_WORDS, ICON_WORDS, icon_mask,
-                                        make_corpus)
+from eiclip_core.general.corpus import ALL_COLOURS, BRAND_COLOURS, GARMENT_WORDS, ICON_WORDS, ICONS, make_corpus
 from eiclip_core.general.pretrain import PretrainConfig, is_made, make_weights, manifest_path
-from eiclip_core.synth import BRAND_ORDINARY
+from eiclip_core.synth.render import draw_shape
+from eiclip_core.synth.world import BRAND_ORDINARY
 
 TINY = PretrainConfig(n_train=128, n_heldout=32, epochs=1, batch_size=64, warmup_steps=1)
 
@@ -30,7 +30,7 @@ def test_every_misleading_brand_word_has_an_everyday_meaning_in_pixels():
 
 
 def test_icons_are_distinct_and_not_empty():
-    masks = {w: icon_mask(w, 32) > 0.5 for w in ICON_WORDS}
+    masks = {w: draw_shape(ICONS[w], 32)[0] > 0.5 for w in ICON_WORDS}
     assert all(m.sum() > 20 for m in masks.values())
     flat = {w: m.tobytes() for w, m in masks.items()}
     assert len(set(flat.values())) == len(ICON_WORDS)

@@ -18,9 +18,10 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from eiclip_core.synth import CATALOGUE, COLOURS, MATERIALS, _silhouette, _textures
+from eiclip_core.synth.render import SILHOUETTES, Ellipse, Polygon, draw_shape, material_textures, paint
+from eiclip_core.synth.world import CATALOGUE, COLOURS, MATERIALS
 
 # everyday colours of the words the generator uses as brands; each sits near a product colour, so
 # brand "Olive" on a red shirt pulls toward the green products (the counterfactual of notebook 02)
@@ -124,12 +125,11 @@ def _brand_textures(size: int) -> dict:
     return {m: t.astype(np.float32) for m, t in tex.items()}
 
 
-def icon_mask(word: str, size: int) -> np.ndarray:
-    """(P, P) float mask of the word's icon: 2 to 4 primitives placed by a seed taken from the word."""
+def icon_shape(word: str) -> tuple:
+    """The word's icon as a shape table entry: 2 to 4 polygons and ellipses placed by a seed taken
+    from the word, so the same word always draws the same thing."""
     rng = np.random.default_rng(zlib.crc32(word.encode()))
-    canvas = Image.new("L", (2 * size, 2 * size), 0)
-    draw = ImageDraw.Draw(canvas)
-    scale = 2 * size
+    primitives = []
     for _ in range(int(rng.integers(2, 5))):
         cx, cy = rng.uniform(0.3, 0.7, 2)
         r = rng.uniform(0.12, 0.28)
@@ -137,33 +137,34 @@ def icon_mask(word: str, size: int) -> np.ndarray:
             n = int(rng.integers(3, 8))
             angles = np.sort(rng.uniform(0, 2 * np.pi, n))
             radii = r * rng.uniform(0.5, 1.0, n)
-            points = [((cx + q * np.cos(a)) * scale, (cy + q * np.sin(a)) * scale) for a, q in zip(angles, radii)]
-            draw.polygon(points, fill=255)
-        else:  # an ellipse
+            primitives.append(Polygon(tuple((float(cx + q * np.cos(a)), float(cy + q * np.sin(a)))
+                                            for a, q in zip(angles, radii))))
+        else:
             rx, ry = r * rng.uniform(0.4, 1.0, 2)
-            draw.ellipse([(cx - rx) * scale, (cy - ry) * scale, (cx + rx) * scale, (cy + ry) * scale], fill=255)
-    return np.asarray(canvas.resize((size, size), Image.BOX), dtype=np.float32) / 255.0
+            primitives.append(Ellipse(((float(cx - rx), float(cy - ry)), (float(cx + rx), float(cy + ry)))))
+    return tuple(primitives)
+
+
+ICONS = {word: icon_shape(word) for word in ICON_WORDS}
 
 
 class Renderer:
-    """Draws scenes at one size; textures and icon masks are computed once."""
+    """Draws scenes at one size with the product generator's primitives; textures computed once."""
 
     def __init__(self, size: int, seed: int):
         self.size = size
-        self.textures = {**_textures(size, seed), **_brand_textures(size)}
-        self.icons = {w: icon_mask(w, size) for w in ICON_WORDS}
+        self.textures = {**material_textures(size, np.random.default_rng([seed, 2])), **_brand_textures(size)}
+        self.flat = np.ones((size, size), np.float32)
 
     def __call__(self, scene: Scene, rng) -> np.ndarray:
         """(P, P, 3) uint8 on white, at a random scale and place (as a photo on a web page would be)."""
         colour = np.asarray(ALL_COLOURS[scene.colour], np.float32) + rng.normal(0, 6, 3)
         if scene.kind == "garment":
-            mask, detail = _silhouette(scene.shape, float(rng.uniform(0.8, 1.2)), self.size)
-            shade = self.textures[scene.material] * (1.0 - 0.35 * detail)
+            masks = draw_shape(SILHOUETTES[scene.shape], self.size, float(rng.uniform(0.8, 1.2)))
+            image = paint(masks, colour, self.textures[scene.material])
         else:
-            mask, shade = self.icons[scene.shape], np.ones((self.size, self.size), np.float32)
-        image = 255.0 * (1 - mask[..., None]) + (colour * shade[..., None]) * mask[..., None]
-        image = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
-        return _place(image, self.size, rng)
+            image = paint(draw_shape(ICONS[scene.shape], self.size), colour, self.flat)
+        return _place(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)), self.size, rng)
 
 
 def _place(image: Image.Image, size: int, rng) -> np.ndarray:
