@@ -100,16 +100,19 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
     chosen = np.random.default_rng(seed).permutation(with_brand)[:n_queries]
     images = image_emb.image[image_emb.first_view]
 
-    def shares(new_brand: str, colour: str) -> float:
-        swapped = [swap_value(texts[i], mentions[i], "brand", new_brand) for i in chosen]
-        text_emb = model.encode_text(backbone.tokenizer(swapped).to(device)).float().cpu().numpy()
+    def swapped_to(new_brand: str) -> np.ndarray:
+        texts_after = [swap_value(texts[i], mentions[i], "brand", new_brand) for i in chosen]
+        return model.encode_text(backbone.tokenizer(texts_after).to(device)).float().cpu().numpy()
+
+    def share(text_emb, colour: str) -> float:
         return 100 * float(top_k_share(text_emb, images, colours, [colour] * len(chosen), k).mean())
 
+    control = swapped_to(CONTROL_BRAND)  # one made-up word serves as the control of every colour word
     rows = []
     for word in words:
         colour = nearest_product_colour(word)
-        after, control = shares(word.capitalize(), colour), shares(CONTROL_BRAND, colour)
+        after, before = share(swapped_to(word.capitalize()), colour), share(control, colour)
         rows.append({"word": word, "product_colour": colour, "share_after_swap": round(after, 2),
-                     "share_control_swap": round(control, 2), "pull": round(after - control, 2),
+                     "share_control_swap": round(before, 2), "pull": round(after - before, 2),
                      "chance": round(100 * float(np.mean(colours == colour)), 2)})
     return pd.DataFrame(rows)

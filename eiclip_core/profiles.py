@@ -33,6 +33,10 @@ class Profile:
     warmup_steps: int = 100
     # evaluation
     sample100_queries: int = 1000
+    # notebook 01: the confounder before fine-tuning (METHOD.md section 11): zero-shot retrieval of the
+    # general backbone at knob 0 and knob 1 for each of these data seeds, and the brand-swap probe
+    harm_data_seeds: tuple = ()  # () = not measured (real data has no knob)
+    swap_queries: int = 200  # products whose brand is swapped per colour word
     # notebook 05: EI-CLIP's gain over CLIP-FT as a function of the generator's confounding knob,
     # from small runs (one seed, smaller data) at each knob value
     confounding_sweep: tuple = ()  # knob values; () = no sweep (real data has no knob)
@@ -45,13 +49,13 @@ PROFILES = {
         name="smoke", n_train_products=256, n_val_products=128, image_size=64,
         rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1, max_steps=4, batch_size=32,
         lr=1e-4, warmup_steps=1, sample100_queries=100, confounding_sweep=(0.0, 1.0),
-        sweep_products=(128, 64), sweep_epochs=1,
+        sweep_products=(128, 64), sweep_epochs=1, harm_data_seeds=(0, 1), swap_queries=64,
     ),
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
         rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=2, batch_size=64,
         lr=1e-4, warmup_steps=10, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
-        sweep_products=(800, 300), sweep_epochs=2,
+        sweep_products=(800, 300), sweep_epochs=2, harm_data_seeds=(0, 1, 2),
     ),
     "ablation": Profile(
         name="ablation", n_train_products=3000, n_val_products=600, image_size=64,
@@ -82,7 +86,9 @@ def get_profile(name: str, seed: int | None = None, **overrides) -> Profile:
     """
     if seed is not None:
         base = PROFILES[name].seeds if name in PROFILES else (0,)
-        overrides.update(data_seed=seed, seeds=tuple(seed + i for i in range(len(base))))
+        harm = PROFILES[name].harm_data_seeds if name in PROFILES else ()
+        overrides.update(data_seed=seed, seeds=tuple(seed + i for i in range(len(base))),
+                         harm_data_seeds=tuple(seed + i for i in range(len(harm))))
     if name not in PROFILES:
         raise KitError(f"profile {name!r}: unknown profile (choose from {', '.join(PROFILES)})")
     overrides = {k: v for k, v in overrides.items() if v is not None}
