@@ -10,6 +10,7 @@ Two measures of the general-domain backbone on generated products:
   text->image top-10 moves toward products of the nearest product colour (green, for olive). The
   pull is the share of such products after the colour-word swap minus after the made-up swap.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,42 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
                      "share_control_swap": round(before, 2), "pull": round(after - before, 2),
                      "chance": round(100 * float(np.mean(colours == colour)), 2)})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------- reports
+
+def general_heldout(backbone_name: str) -> pd.DataFrame:
+    """The general backbone's own held-out measures (from its weights' manifest), beside chance."""
+    from eiclip_core.backbone import KIT_WEIGHTS
+    from eiclip_core.general.pretrain import manifest_path
+
+    if backbone_name not in KIT_WEIGHTS:
+        return pd.DataFrame()
+    heldout = json.loads(manifest_path(KIT_WEIGHTS[backbone_name]).read_text())["heldout"]
+    return pd.DataFrame([
+        {"measure": "colour named by prompt", "accuracy": heldout["colour_accuracy"], "chance": heldout["colour_chance"]},
+        {"measure": "thing named by prompt", "accuracy": heldout["shape_accuracy"], "chance": heldout["shape_chance"]},
+        {"measure": "caption ranked first", "accuracy": heldout["caption_r1"], "chance": None},
+    ]).assign(n_images=heldout["n_heldout"])
+
+
+def describe_harm(summary: dict) -> str:
+    """One sentence on the harm that claims no more than the numbers: beyond the spread or not."""
+    low, high = summary["knobs"]["0"], summary["knobs"]["1"]
+    verdict = ("beyond the spread over data seeds (every seed shows it, and the mean harm exceeds twice its "
+               "standard deviation)" if summary["beyond_spread"] else "not beyond the spread over data seeds")
+    return (f"Zero-shot mean recall {low['mean']:.2f} at knob 0 against {high['mean']:.2f} at knob 1 "
+            f"({summary['n_data_seeds']} data seeds): the confounding harm is {summary['harm']:.2f} points "
+            f"(std {summary['harm_std']:.2f}), {verdict}.")
+
+
+def write_measures(reports_dir, summary: dict, harm: pd.DataFrame, pull: pd.DataFrame) -> Path:
+    """reports_dir/confounding.json: what notebook 01 measured, for results.json and the tests."""
+    from eiclip_core.io import write_json
+
+    path = Path(reports_dir) / "confounding.json"
+    write_json(path, {"harm": summary, "harm_table": harm.round(4).to_dict(orient="records"),
+                      "brand_swap": pull.to_dict(orient="records"),
+                      "brand_swap_mean_pull": round(float(pull["pull"].mean()), 2) if len(pull) else None,
+                      "brand_swap_positive": int((pull["pull"] > 0).sum()), "brand_swap_words": int(len(pull))})
+    return path
