@@ -6,7 +6,7 @@ import pytest
 from eiclip_core import plots_data
 from eiclip_core.data import FashionGen
 from eiclip_core.errors import KitError
-from eiclip_core.synth import BRAND_ORDINARY
+from eiclip_core.synth.world import BRAND_ORDINARY
 
 
 def test_split_files_generated_and_missing(smoke_data, tmp_path):
