@@ -131,8 +131,9 @@ def test_training_and_recall_figures():
     assert [ax.get_title() for ax in fig.axes] == ["total loss", "L_itc", "L_ent (EALM rows)"]
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["clip-ft seed0", "ei-clip seed0"]
     assert figures.throughput_figure(logs).axes[0].get_ylabel() == "samples / s"
+    columns = [f"{k}{s}" for k in ("i2t_r1", "t2i_r1") for s in ("", "_lo", "_hi")]
     summary = pd.DataFrame({"row": ["CLIP-FT", "EI-CLIP", "FashionBERT (published)"], "protocol": "full",
-                            **{f"{k}{s}": [10.0, 12.0, 20.0] for k in ("i2t_r1", "t2i_r1") for s in ("", "_lo", "_hi")}})
+                            **{c: [10.0, 12.0, 20.0] for c in columns}})
     fig = figures.recall_figure(summary, ["i2t_r1", "t2i_r1"])
     assert [ax.get_title() for ax in fig.axes] == ["i2t_r1", "t2i_r1"]
     assert len(fig.axes[0].patches) == 2  # ours only: the published row is left out

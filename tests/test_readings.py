@@ -95,7 +95,8 @@ def test_dictionary_reading_needs_the_rank_test_and_the_tolerance():
     closer = readings.read_dictionaries(readings.dictionary_numbers(
         shift_table(prone=(0.1, 0.5, 0.52)), neighbour_table(), 1.0, 0.001))
     assert "(closer to everyday" in closer and "less than the others" in closer
-    alone = readings.read_dictionaries(readings.dictionary_numbers(shift_table().iloc[:1], neighbour_table(), 1.0, None))
+    prone_only = readings.dictionary_numbers(shift_table().iloc[:1], neighbour_table(), 1.0, None)
+    alone = readings.read_dictionaries(prone_only)
     assert "prone values: E_t turned" in alone and "the others" not in alone
 
 
@@ -129,7 +130,8 @@ def test_probe_reading_needs_more_than_a_point():
     def verdict(first, second):
         return readings.read_probe(readings.probe_numbers(probe_summary({FIRST: first, SECOND: second}), FIRST, SECOND))
 
-    assert "moves 0.2 % of EI-CLIP's top-10 toward the new value, about as much as CLIP-FT (-0.2 %)" in verdict(-0.2, 0.2)
+    assert ("moves 0.2 % of EI-CLIP's top-10 toward the new value, about as much as CLIP-FT (-0.2 %)"
+            in verdict(-0.2, 0.2))
     assert "more than CLIP-FT (-1.4 %)" in verdict(-1.4, 0.3)
     assert "about as much as CLIP-FT (0.0 %)" in verdict(0.0, 1.0)  # exactly the tolerance
     assert "less than CLIP-FT (3.0 %)" in verdict(3.0, 1.9)
