@@ -11,6 +11,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,14 +107,14 @@ SHOP_MAPPING = {"product_id": "sku", "name": "title", "description": ["summary",
 
 def shop_catalog(root: Path, n=10, views=2, rows=None) -> tuple:
     """products.csv ("|"-separated picture paths), mapping.json; `rows` replaces or adds rows by index."""
-    brands, types = ["Olive", "Arrow", "Maison Kitsuné"], [("TOPS", "SHIRTS"), ("BOTTOMS", "JEANS")]
+    brands, types = ["Olive", "Arrow", "Maison Kitsuné"], [("TOPS", "SHIRTS", "shirt"), ("BOTTOMS", "TROUSERS", "trousers")]
     table_rows = []
     for i in range(n):
-        family, kind = types[i % 2]
+        family, kind, noun = types[i % 2]
         pics = [f"p{i}/v{k}.jpg" for k in range(1 + i % views)]
         for k, pic in enumerate(pics):
             jpeg(root / "img" / pic, COLOURS[(i + k) % 5])
-        table_rows.append([f"SKU-{i:03d}", f"{['Red', 'Blue'][i % 2]} slim {kind.lower()[:-1]} {i}",
+        table_rows.append([f"SKU-{i:03d}", f"{['Red', 'Blue'][i % 2]} slim {noun} {i}",
                            f"Product {i}.", "Regular fit", brands[i % 3], family, kind, "100% cotton", "|".join(pics)])
     for k, row in (rows or {}).items():
         if k < len(table_rows):
@@ -214,7 +215,13 @@ def test_custom_mapping_csv_and_one_row_per_image_jsonl(tmp_path):
     p4 = products["Red slim shirt 4"]
     assert p4.description == "Product 4. Regular fit." and p4.brand == "Arrow" and p4.composition == "100% cotton"
     assert p4.season == p4.gender == p4.department == ""  # unmapped: empty, not invented
-    assert products["Blue slim jean 5"].brand == "Maison Kitsuné"  # latin-1 kept as is
+    assert products["Blue slim trousers 5"].brand == "Maison Kitsuné"  # latin-1 kept as is
+    concat = {}
+    for d in all_products(out).values():
+        with h5py.File(d.path, "r") as f:
+            column = f["input_concat_description"][:, 0]
+        concat.update({name: column[row].decode("latin-1") for name, row in zip(d.products.name, d.first_row)})
+    assert concat["Red slim shirt 4"] == "Red slim shirt 4. Product 4. Regular fit. 100% cotton Arrow"
     # the same catalog, one row per image in JSON Lines with list-valued description cells
     records = []
     for row in csv.DictReader(table.open(encoding="utf-8")):
@@ -376,6 +383,25 @@ def test_skip_bad_leaves_bad_rows_out_and_lists_them(tmp_path, capsys):
     assert "left out 5 bad product(s)" in capsys.readouterr().out
 
 
+def test_mapping_mistakes_and_an_all_bad_table_are_one_line_each(tmp_path):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=3)
+    out = tmp_path / "out"
+    for spec, message in (({**SHOP_MAPPING, "colour": "c"}, r"mapping.json: unknown key\(s\) colour"),
+                          ({"name": "title"}, "'image' is required"),
+                          ({"image": "pictures"}, "map 'name' or 'description'"),
+                          ({**SHOP_MAPPING, "brand": 3}, "'brand' must be a column name")):
+        mapping.write_text(json.dumps(spec))
+        with pytest.raises(KitError, match=message):
+            import_catalog(table, images, out, mapping)
+    mapping.write_text("{not json")
+    with pytest.raises(KitError, match="mapping.json: unreadable mapping"):
+        import_catalog(table, images, out, mapping)
+    mapping.write_text(json.dumps({**SHOP_MAPPING, "image": "title"}))  # no title is an image path
+    with pytest.raises(KitError, match=r"products.csv: 0 good product\(s\)"):
+        import_catalog(table, images, out, mapping, skip_bad=tmp_path / "bad.csv")
+    assert not out.exists() and not (tmp_path / "bad.csv").exists()
+
+
 def test_interrupted_import_leaves_no_half_written_file(tmp_path, monkeypatch):
     import eiclip_core.data.importer as importer
 
@@ -411,3 +437,39 @@ def test_a_folder_holding_a_data_set_is_refused(tmp_path):
     assert digest(out / "train.h5") == before
     with pytest.raises(KitError, match="--val-fraction 1.0"):
         ImportSettings(val_fraction=1.0)
+
+
+# ------------------------------------------------------------------------------------- the whole kit
+
+
+@pytest.mark.slow
+def test_mining_training_and_evaluation_run_on_an_imported_catalog(tmp_path):
+    from eiclip_core.entities import mine_dataset
+    from eiclip_core.evaluate import evaluate_profile
+    from eiclip_core.layout import entities_file
+    from eiclip_core.pipeline import prepare_data
+    from eiclip_core.profiles import get_profile
+    from eiclip_core.train import profile_config, train
+
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=230)  # season, gender, department unmapped
+    data = tmp_path / "data"
+    import_catalog(table, images, data, mapping, settings=ImportSettings(val_fraction=0.45, image_size=32))
+    profile = get_profile("catalog", max_steps=2, batch_size=8, warmup_steps=1)
+    prepare_data(profile, data)  # the catalog profile checks the files and generates nothing
+    assert sorted(p.name for p in data.iterdir()) == ["import_report.json", "products.csv", "train.h5",
+                                                      "validation.h5"]
+    art = mine_dataset(data / "train.h5", data / "validation.h5", entities_file(data), progress=False)
+    assert {"olive", "arrow", "maison kitsuné"} <= set(art.values["brand"])
+    assert art.values["season"] == ["other"] and art.counts["season"].sum() == 0  # unmapped: no values
+    assert art.coverage["subcategory"]["validation"] > 0.9  # "shirt" / "trousers" in the names
+    for row in profile.rows:
+        run = train(profile_config(profile, data, row, 0, "cpu"), progress=False)
+        assert json.loads((run / "done.json").read_text())["steps"] == 2
+    evaluation = evaluate_profile(profile, data, device="cpu")
+    assert {(r["row"], r["protocol"]) for r in evaluation.records} == {
+        (row, protocol) for row in ("zero-shot", "clip-ft", "ei-clip")
+        for protocol in ("full", "full-all-views", "sample-100")}
+    sample = [r for r in evaluation.records if r["protocol"] == "sample-100"]
+    assert all(r["n_queries"] == 104 and 0 <= r["t2i_r1"] <= r["t2i_r10"] <= 100 for r in sample)
+    with pytest.raises(KitError, match="no train file"):
+        prepare_data(profile, tmp_path / "nothing")

@@ -89,10 +89,10 @@ def _as_columns(value, key: str, where: str) -> tuple:
 def load_mapping(path) -> Mapping:
     """Read and check MAPPING.json (format in the module docstring)."""
     path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: mapping file not found")
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KitError(f"{path}: mapping file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise KitError(f"{path}: unreadable mapping ({type(e).__name__}: {e})") from None
     return mapping_from_dict(spec, str(path))

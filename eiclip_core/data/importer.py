@@ -36,6 +36,7 @@ from eiclip_core.data.writer import open_writer
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json, write_text
 from eiclip_core.layout import SPLITS
+from eiclip_core.text import product_text
 
 SAMPLE100_MIN = 101  # sample-100 ranks each query among itself and 100 negatives
 _OCCUPIED = ("train.h5", "validation.h5", "entities.json", "runs")  # another data set lives here
@@ -65,7 +66,7 @@ class ImportResult:
     bad: list = field(default_factory=list)  # BadRow of every row left out
 
 
-def split_products(products: list, val_fraction: float, seed: int) -> dict:
+def split_products(products: list, val_fraction: float, seed: int, where="catalog") -> dict:
     """{"train": [...], "validation": [...]} by split group, each sorted by product id.
 
     Groups are sorted, shuffled with the seed, and taken into validation until it holds
@@ -74,8 +75,8 @@ def split_products(products: list, val_fraction: float, seed: int) -> dict:
     """
     groups = sorted({p.group for p in products})
     if len(groups) < 2:
-        raise KitError(f"{len(products)} good product(s) in {len(groups)} split group(s): at least 2 are "
-                       "needed, one for each split")
+        raise KitError(f"{where}: {len(products)} good product(s) in {len(groups)} split group(s); at least 2 "
+                       "are needed, one for each split")
     sizes = {}
     for p in products:
         sizes[p.group] = sizes.get(p.group, 0) + 1
@@ -89,6 +90,14 @@ def split_products(products: list, val_fraction: float, seed: int) -> dict:
     split = {"train": [p for p in products if p.group not in val_groups],
              "validation": [p for p in products if p.group in val_groups]}
     return {s: sorted(ps, key=lambda p: p.product_id) for s, ps in split.items()}
+
+
+def with_concat_description(text: dict) -> dict:
+    """The product's text plus Fashion-Gen's long description: name. description composition brand
+    (as the generator writes it), from the mapped fields only."""
+    parts = [product_text(text.get("name", ""), text.get("description", "")), text.get("composition", ""),
+             text.get("brand", "")]
+    return {**text, "concat_description": " ".join(p for p in parts if p)}
 
 
 def _read(table_path, images_dir, mapping_path, preset, policy) -> tuple:
@@ -127,7 +136,8 @@ def _write_splits(splits: dict, out: Path, settings: ImportSettings, table_path,
     written, bad = {s: [] for s in SPLITS}, []
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(open_writer(out / f"{s}.h5", settings.image_size)) for s in SPLITS}
-        results = load_products(tasks, settings.processes)
+        # closed first on any error: the workers stop before the temporary files are removed
+        results = stack.enter_context(contextlib.closing(load_products(tasks, settings.processes)))
         for result in tqdm(results, total=len(order), desc="import", unit="product"):
             split, product = order[result.index]
             if result.images is None:
@@ -137,7 +147,7 @@ def _write_splits(splits: dict, out: Path, settings: ImportSettings, table_path,
                     raise _first_problem(table_path, found)
                 bad += found
                 continue
-            writers[split].add(product.product_id, result.images, product.text)
+            writers[split].add(product.product_id, result.images, with_concat_description(product.text))
             written[split].append(product)
         empty = [s for s in SPLITS if not written[s]]
         if empty:
@@ -167,7 +177,7 @@ def import_catalog(table_path, images_dir, out, mapping_path=None, preset=None, 
     if extracted.bad and skip_bad is None:
         raise _first_problem(table_path, extracted.bad)
     id_policy = assign_product_ids(extracted.products)
-    splits = split_products(extracted.products, settings.val_fraction, settings.seed)
+    splits = split_products(extracted.products, settings.val_fraction, settings.seed, table_path)
     created = not out.exists()
     try:
         written, bad_images = _write_splits(splits, out, settings, table_path, skip_bad is not None)

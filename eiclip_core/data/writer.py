@@ -16,7 +16,6 @@ Same products in the same order give the same bytes (no timestamps, fixed creati
         w.add(product_id=17, views=views, text={"name": "Red shirt", "description": "..."})
 """
 import contextlib
-from pathlib import Path
 
 import numpy as np
 
