@@ -316,24 +316,24 @@ def _bad_cases(root: Path) -> dict:
 
     good = ["SKU-099", "Green shirt", "Nice.", "", "Olive", "TOPS", "SHIRTS", "100% cotton"]
     cases["missing image"] = (shop("missing", {3: good + ["p99/none.jpg"]}),
-                              ["row 4", "SKU-099", "image file not found", "p99/none.jpg"])
+                              ["row 4 (product SKU-099)", "image file not found", "p99/none.jpg"])
     broken = root / "broken" / "img" / "p1" / "v0.jpg"
-    cases["unreadable image"] = (shop("broken"), ["row 2", "SKU-001", "unreadable image", "v0.jpg"])
+    cases["unreadable image"] = (shop("broken"), ["row 2 (product SKU-001)", "unreadable image", "v0.jpg"])
     broken.write_bytes(broken.read_bytes()[:60])  # a truncated JPEG: found when decoding
     cases["empty text"] = (shop("empty", {2: ["SKU-050", " ", "", "  ", "Olive", "TOPS", "SHIRTS", "", "p0/v0.jpg"]}),
-                           ["row 3", "SKU-050", "name and description are both empty"])
+                           ["row 3 (product SKU-050)", "name and description are both empty"])
     cases["conflicting duplicate"] = (shop("dup", {6: ["SKU-002", "Other title", "Product 2.", "Regular fit",
                                                        "Olive", "TOPS", "SHIRTS", "100% cotton", "p0/v0.jpg"]}),
-                                      ["row 7", "SKU-002", "repeats row 3 with another name"])
+                                      ["row 7 (product SKU-002)", "repeats row 3 with another name"])
     escape = shop("escape", {1: good + ["../../outside.jpg"]})
     jpeg(root / "outside.jpg", COLOURS[0])
-    cases["path escapes"] = (escape, ["row 2", "escapes the images folder"])
+    cases["path escapes"] = (escape, ["row 2 (product SKU-099)", "escapes the images folder"])
     cases["absolute path"] = (shop("absolute", {5: good + [str(root / "outside.jpg")]}),
-                              ["row 6", "escapes the images folder"])
+                              ["row 6 (product SKU-099)", "escapes the images folder"])
     args = shop("latin1")
     text = Path(args[0]).read_text(encoding="utf-8").replace("SKU-004,Red", "SKU-004,R\udce9d")
     Path(args[0]).write_bytes(text.encode("utf-8", "surrogateescape"))
-    cases["not UTF-8"] = (args, ["row 5", "not UTF-8", "byte 0xe9", "column 'title'"])
+    cases["not UTF-8"] = (args, ["row 5 (product SKU-004)", "not UTF-8", "byte 0xe9", "column 'title'"])
     cases["missing column"] = (shop("column", mapping={**SHOP_MAPPING, "brand": "Brand"}),
                                ["mapping.json", "'brand' names column 'Brand'", "products.csv lacks"])
     return cases

@@ -76,6 +76,7 @@ class BadRow:
     row: int
     product: str
     problem: str
+    primary: bool = True  # False: listed because another row of its product is bad
 
 
 def _as_columns(value, key: str, where: str) -> tuple:
@@ -303,10 +304,12 @@ def extract_products(table: pd.DataFrame, mapping: Mapping, images_dir: Path, po
     `row_problems` (0-based row -> problem) marks rows already known to be bad (not UTF-8, an image
     id a preset could not resolve); their products are bad too.
     """
+    from tqdm.auto import tqdm
+
     row_problems = dict(row_problems or {})
     root = os.path.abspath(images_dir)
     by_id, problems = {}, {}  # source id -> Product; source id -> (row, problem) of its first problem
-    for i in range(len(table)):
+    for i in tqdm(range(len(table)), desc="check rows", unit="row", leave=False):
         row = i + 1
         pid = str(row) if mapping.product_id is None else " ".join(cell_values(table[mapping.product_id].iat[i]))
         text, paths = _row_record(table, i, mapping, policy)
@@ -346,7 +349,7 @@ def extract_products(table: pd.DataFrame, mapping: Mapping, images_dir: Path, po
 def bad_rows(product: Product, row: int, problem: str) -> list:
     """The BadRows of a bad product: the row the problem was met on first, then its other rows."""
     rows = [row] + [r for r in product.rows if r != row]
-    return [BadRow(r, product.source_id, problem if r == row else f"same product as row {row}: {problem}")
+    return [BadRow(r, product.source_id, problem if r == row else f"same product as row {row}: {problem}", r == row)
             for r in rows]
 
 

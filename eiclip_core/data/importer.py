@@ -113,7 +113,7 @@ def _read(table_path, images_dir, mapping_path, preset, policy) -> tuple:
 
 
 def _first_problem(table_path, bad: list) -> KitError:
-    first = min(bad, key=lambda b: b.row) if bad else None
+    first = min((b for b in bad if b.primary), key=lambda b: b.row)
     more = f" ({len({b.product for b in bad}) - 1} more bad product(s); --skip-bad REPORT.csv leaves them out)"
     return KitError(f"{table_path}: row {first.row} (product {first.product}): {first.problem}"
                     + (more if len({b.product for b in bad}) > 1 else ""))
@@ -228,7 +228,7 @@ def _report(table_path, images_dir, preset, mapping, settings, counts, id_policy
                         f"needs at least {SAMPLE100_MIN} (raise --val-fraction or import more products)")
     reasons = {}
     for b in bad:
-        if not b.problem.startswith("same product as row"):
+        if b.primary:
             key = b.problem.split(":")[0].split(" (")[0]
             reasons[key] = reasons.get(key, 0) + 1
     shown = lambda cols: [PRESETS[preset].derived.get(c, c) if preset else c for c in cols] or None  # noqa: E731
