@@ -101,7 +101,8 @@ def our_loop(batch: int, steps: int, work: Path) -> float:
     """Median samples/s of our training loop (CLIP-FT) on generated data."""
     from eiclip_core.entities import mine_dataset
     from eiclip_core.synth import generate
-    from eiclip_core.train import TrainConfig, train
+    from eiclip_core.config import TrainConfig
+    from eiclip_core.train import train
 
     paths = generate(work / "data", profile="smoke", seed=0)
     mine_dataset(paths["train"], paths["validation"], work / "data" / "entities.json")

@@ -25,9 +25,8 @@ import torch
 from open_clip import factory as _factory
 from torch import nn
 
+from eiclip_core.config import DEFAULT_BACKBONE
 from eiclip_core.errors import KitError
-
-DEFAULT_BACKBONE = "eiclip-tiny"
 
 
 def _resolve_package_path(name: str) -> str:

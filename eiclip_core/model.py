@@ -11,13 +11,14 @@ The rows of the section-8 ablation table are `ROWS`, values of one config datacl
 Layout after x-clip: helpers, building blocks, the main class, the dictionaries.
 """
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eiclip_core.config import KitConfig
 from eiclip_core.errors import KitError
 from eiclip_core.loss import entity_loss
 
@@ -25,8 +26,10 @@ from eiclip_core.loss import entity_loss
 
 
 @dataclass
-class EIConfig:
+class EIConfig(KitConfig):
     """Every [kit] choice of METHOD.md as one switch; the comment names the section it implements."""
+
+    label = "model config"
 
     intervention: bool = True  # sec. 4-5: backdoor adjustment on/off (off = CLIP-FT / EALM only)
     selection: str = "soft"  # sec. 5 CESM gates: "soft" sigmoid | "hard" Gumbel top-k (straight-through) | "all" (g = 1)
@@ -39,8 +42,8 @@ class EIConfig:
     lambda_ent: float = 0.5  # sec. 7: weight of L_ent
     prompt: str = "bare"  # sec. 3: dictionary prompt, "bare" value | "typed" = "{type}: {value}"
 
-    def __post_init__(self):
-        checks = {
+    def checks(self) -> dict:
+        return {
             "selection": self.selection in ("soft", "hard", "all"),
             "side": self.side in ("text", "image"),
             "prompt": self.prompt in ("bare", "typed"),
@@ -50,22 +53,9 @@ class EIConfig:
             "tau_e": 0 < self.tau_e <= 1,
             "lambda_ent": self.lambda_ent >= 0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise KitError(f"model config: {name}={getattr(self, name)!r} out of range")
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "model config") -> "EIConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise KitError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
-# METHOD.md section 8; "zero-shot" is the untrained backbone (see train.zero_shot), not a training row.
+# METHOD.md section 8; "zero-shot" is the untrained backbone (see loading.zero_shot), not a training row.
 ROWS = {
     "clip-ft": EIConfig(intervention=False, ealm=False),
     "intervention-all": EIConfig(intervention=True, selection="all", ealm=False),
@@ -185,6 +175,15 @@ class EICLIP(nn.Module):
             self.entity_heads = nn.ModuleDict({k: nn.Linear(dim, dim) for k in self.type_keys})
             self.entity_logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.tau_e)))
         self.intervention = BackdoorIntervention(dim, self.type_keys, cfg) if cfg.intervention else None
+
+    @classmethod
+    def from_state_dict(cls, clip: nn.Module, state: dict, types: list, cfg: EIConfig) -> "EICLIP":
+        """Rebuild a trained model: D_t and P_t come from the stored state, so their shapes match."""
+        dictionaries = {t: state[f"dictionaries.{_key(t)}"] for t in types}
+        priors = {t: state[f"log_prior.{_key(t)}"].exp() for t in types}
+        model = cls(clip, dictionaries, priors, cfg)
+        model.load_state_dict(state)
+        return model
 
     # keys the CESM attends over: rectified E_t with the EALM, else the frozen D_t (section 6)
     def _keys(self) -> dict:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from eiclip_core import layout
+from eiclip_core.config import fits_type
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
 from eiclip_core.profiles import PROFILES, Profile, get_profile
@@ -70,7 +71,7 @@ def notebook_parameters(notebook: Path, values: dict) -> dict:
             continue
         expected = _default_type(spec["default"])
         value = values[name]
-        if expected is not None and not _fits(value, expected):
+        if expected is not None and not fits_type(value, expected):
             raise KitError(f"{_shown(notebook)}: parameter {name!r} expects {expected.__name__}, got "
                            f"{type(value).__name__} {value!r}")
         chosen[name] = value
@@ -84,14 +85,6 @@ def _default_type(default: str):
     except (ValueError, SyntaxError):
         return None
     return None if value is None else type(value)
-
-
-def _fits(value, expected: type) -> bool:
-    if expected is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if expected is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, expected)
 
 
 def run_notebook(source: Path, parameters: dict, reports_dir: Path) -> float:

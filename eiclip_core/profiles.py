@@ -7,6 +7,7 @@ which rows of METHOD.md section 8 to train, for how long, and with which seeds. 
 import dataclasses
 from dataclasses import dataclass
 
+from eiclip_core.config import DEFAULT_BACKBONE
 from eiclip_core.errors import KitError
 
 
@@ -21,7 +22,7 @@ class Profile:
     confounding: float = 0.8  # generator knob in [0, 1], see eiclip_core.synth
     data_seed: int = 0  # seed of the generated data set
     # model and training
-    backbone: str = "eiclip-tiny"  # open_clip model name (eiclip-tiny = small ViT + MiniLM text tower)
+    backbone: str = DEFAULT_BACKBONE  # open_clip model name (eiclip-tiny = small ViT + MiniLM text tower)
     pretrained: str = ""  # open_clip tag or weights file; "" = the backbone's own; "random" = untrained on purpose
     rows: tuple = ("clip-ft", "ei-clip")  # rows of METHOD.md section 8 to train (zero-shot is always evaluated)
     seeds: tuple = (0,)

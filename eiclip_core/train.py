@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -34,81 +34,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from eiclip_core import distributed as D
-from eiclip_core.backbone import DEFAULT_BACKBONE, load_backbone
+from eiclip_core.backbone import load_backbone
 from eiclip_core.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from eiclip_core.config import TrainConfig
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json, write_text
 from eiclip_core.loss import EICLIPLoss
-from eiclip_core.model import EICLIP, EIConfig, build_eiclip, get_row
+from eiclip_core.model import build_eiclip
 
 LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
-
-
-# ---------------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a run's numbers; saved as the run's config.json."""
-
-    train: str = ""  # Fashion-Gen training HDF5
-    entities: str = ""  # entity artifact (eiclip mine); its id is recorded in config.json
-    out: str = ""  # run directory
-    row: str = "ei-clip"  # METHOD.md sec. 8 row (eiclip_core.model.ROWS)
-    model: dict = field(default_factory=dict)  # overrides of the row's EIConfig fields (sec. 3-7 switches)
-    backbone: str = DEFAULT_BACKBONE  # open_clip model name
-    pretrained: str = ""  # open_clip tag or weights file ("" = the config's own pretrained towers)
-    seed: int = 0
-    epochs: int = 1
-    max_steps: int = 0  # stop after this many optimiser steps (0 = all epochs)
-    batch_size: int = 64  # global contrastive batch per micro-step (sec. 9), split across ranks
-    accum_steps: int = 1  # micro-batches per optimiser step (each its own contrastive batch)
-    lr: float = 5e-5  # sec. 9
-    weight_decay: float = 1e-4  # sec. 9; not applied to gains, biases and temperatures
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    warmup_steps: int = 100  # linear warm-up, then cosine to 0 (sec. 9)
-    grad_clip: float = 1.0  # max global grad norm (0 = off)
-    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    device: str = "auto"  # auto | cpu | cuda
-    num_workers: int = 0  # DataLoader workers (images are small; 0 keeps a 2-core CPU busy with compute)
-    checkpoint_every: int = 0  # also checkpoint every N optimiser steps mid-epoch (0 = epoch ends only)
-    keep_checkpoints: int = 2  # newest checkpoints kept (>= 2 so a corrupt one has a fallback; 0 = all)
-
-    def __post_init__(self):
-        checks = {
-            "epochs": self.epochs >= 1, "max_steps": self.max_steps >= 0, "batch_size": self.batch_size >= 2,
-            "accum_steps": self.accum_steps >= 1, "lr": 0 < self.lr < 1, "weight_decay": self.weight_decay >= 0,
-            "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "eps": self.eps > 0,
-            "warmup_steps": self.warmup_steps >= 0, "grad_clip": self.grad_clip >= 0,
-            "precision": self.precision in ("auto", "fp32", "bf16", "fp16"),
-            "num_workers": self.num_workers >= 0, "checkpoint_every": self.checkpoint_every >= 0,
-            "keep_checkpoints": self.keep_checkpoints == 0 or self.keep_checkpoints >= 2,
-            "seed": 0 <= self.seed < 2 ** 31, "model": isinstance(self.model, dict),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise KitError(f"train config: {name}={getattr(self, name)!r} out of range")
-        self.ei_config()  # validates row and model overrides
-
-    def ei_config(self) -> EIConfig:
-        return EIConfig.from_dict({**get_row(self.row).to_dict(), **self.model}, where="train config 'model'")
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "train config") -> "TrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise KitError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        types = {f.name: f.type for f in fields(cls)}
-        for k, v in d.items():
-            want = (int, float) if types[k] is float else types[k]
-            if not isinstance(v, want) or (types[k] is not bool and isinstance(v, bool)):
-                raise KitError(f"{where}: {k}={v!r} should be of type {types[k].__name__}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -219,7 +153,7 @@ def train(cfg: TrainConfig, resume: str = "", progress: bool = True) -> Path:
 
 
 def _train(cfg: TrainConfig, resume: str, progress: bool, dist_info: D.DistInfo) -> Path:
-    # imported here so that load_run / zero_shot users do not pay for the data and mining stacks
+    # imported here so that `eiclip train --help` does not pay for the data and mining stacks
     from eiclip_core.data import FashionGen, TrainDataset
     from eiclip_core.entities import load_artifact
     from eiclip_core.runtime import git_revision
@@ -384,51 +318,6 @@ def _train(cfg: TrainConfig, resume: str, progress: bool, dist_info: D.DistInfo)
             "resumed_from": str(last_ckpt.name) if resume and last_ckpt else None})
     D.barrier(world)
     return out
-
-
-def profile_config(profile, data_dir, row: str, seed: int, device: str = "auto") -> TrainConfig:
-    """The TrainConfig of one run of a profile (eiclip_core.profiles) under the data layout of CONTRACTS.md."""
-    from eiclip_core.layout import entities_file, run_dir, split_file
-
-    return TrainConfig(train=str(split_file(data_dir, "train")), entities=str(entities_file(data_dir)),
-                       out=str(run_dir(data_dir, row, seed)), row=row, backbone=profile.backbone,
-                       pretrained=profile.pretrained, seed=seed, epochs=profile.epochs,
-                       max_steps=profile.max_steps, batch_size=profile.batch_size, lr=profile.lr,
-                       warmup_steps=profile.warmup_steps, device=device)
-
-
-# ------------------------------------------------------------------------------------------ inference
-
-
-def load_run(run_dir, device="cpu"):
-    """(EICLIP, Backbone, TrainConfig) of a finished run, from its final.pt (weights_only load)."""
-    run_dir = Path(run_dir)
-    payload = load_checkpoint(run_dir / "final.pt", map_location="cpu")
-    cfg = TrainConfig.from_dict(payload["config"], where=str(run_dir / "final.pt"))
-    ei_cfg = EIConfig.from_dict(payload["ei_config"], where=str(run_dir / "final.pt"))
-    backbone = load_backbone(cfg.backbone, cfg.pretrained, device="cpu", seed=cfg.seed)
-    state = payload["model"]
-    types = list(payload["types"])
-    from eiclip_core.model import _key  # shapes of D_t and P_t come from the stored run
-
-    dictionaries = {t: state[f"dictionaries.{_key(t)}"] for t in types}
-    priors = {t: state[f"log_prior.{_key(t)}"].exp() for t in types}
-    model = EICLIP(backbone.model, dictionaries, priors, ei_cfg)
-    model.load_state_dict(state)
-    model.to(device).eval()
-    return model, backbone, cfg
-
-
-def zero_shot(backbone_name: str = DEFAULT_BACKBONE, pretrained: str = "", entities_path=None, device="cpu",
-              seed: int = 0):
-    """(EICLIP at step 0, Backbone): the full EI-CLIP config untrained, i.e. exactly the backbone."""
-    from eiclip_core.entities import load_artifact
-
-    backbone = load_backbone(backbone_name, pretrained, device=device, seed=seed)
-    if entities_path is None:
-        raise KitError("zero_shot: entities_path is required (the dictionaries D_t come from it)")
-    model = build_eiclip(backbone, load_artifact(entities_path), get_row("ei-clip"))
-    return model.eval(), backbone
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -449,7 +449,8 @@ def test_mining_training_and_evaluation_run_on_an_imported_catalog(tmp_path):
     from eiclip_core.layout import entities_file
     from eiclip_core.pipeline import prepare_data
     from eiclip_core.profiles import get_profile
-    from eiclip_core.train import profile_config, train
+    from eiclip_core.config import profile_config
+    from eiclip_core.train import train
 
     table, images, mapping = shop_catalog(tmp_path / "shop", n=230)  # season, gender, department unmapped
     data = tmp_path / "data"

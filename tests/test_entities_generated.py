@@ -6,7 +6,8 @@ import pytest
 from eiclip_core.cli import main as eiclip
 from eiclip_core.data import FashionGen
 from eiclip_core.entities import OTHER, load_artifact, mine_dataset
-from eiclip_core.entities.scores import load_ground_truth, mention_errors, mention_scores, reference_mentions
+from eiclip_core.entities.scores import mention_errors, mention_scores, reference_mentions
+from eiclip_core.synth import load_ground_truth
 from eiclip_core.text import normalise_value
 
 

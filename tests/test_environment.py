@@ -1,9 +1,12 @@
-"""The environment's two descriptions (pip constraints and conda's environment.yml) must not drift."""
+"""The environment's descriptions must not drift: constraints.txt (the exact versions), environment.yml,
+pyproject.toml and the README agree on the pins, and the tests run in the environment they describe."""
 import re
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PINNED = ("torch", "torchvision")  # the pins the numbers depend on (CUDA builds that also run on the CPU)
 
 
 def _pins(lines):
@@ -28,20 +31,42 @@ def _environment_yml_pip_lines():
     return lines
 
 
+def _constraint_pins() -> dict:
+    pins = _pins((ROOT / "constraints.txt").read_text().splitlines())
+    assert set(PINNED) <= set(pins), "constraints.txt must pin torch and torchvision"
+    return pins
+
+
 def test_environment_yml_pins_match_constraints():
-    constraints = _pins((ROOT / "constraints.txt").read_text().splitlines())
+    constraints = _constraint_pins()
     env_lines = _environment_yml_pip_lines()
     env = _pins(env_lines)
-    assert {"torch", "torchvision"} <= set(env), "environment.yml must pin torch and torchvision"
+    assert set(PINNED) <= set(env), "environment.yml must pin torch and torchvision"
     for name, version in env.items():
         assert constraints.get(name) == version, f"{name}: environment.yml {version} vs constraints.txt {constraints.get(name)}"
     assert "-c constraints.txt" in env_lines and any(l.startswith("-e .") for l in env_lines)
     assert "python=3.11" in (ROOT / "environment.yml").read_text()
 
 
-def test_pyproject_torch_pins_match_constraints():
-    constraints = _pins((ROOT / "constraints.txt").read_text().splitlines())
+def test_pyproject_pins_match_constraints():
+    """Every exact pin of the package's dependencies is the version of constraints.txt."""
+    constraints = _constraint_pins()
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pinned = _pins(deps)
-    for name in ("torch", "torchvision"):
-        assert pinned[name] == constraints[name] == {"torch": "2.14.1", "torchvision": "0.29.1"}[name]
+    assert set(PINNED) <= set(pinned), "pyproject.toml must pin torch and torchvision exactly"
+    for name, version in pinned.items():
+        assert constraints.get(name) == version, f"{name}: pyproject.toml {version} vs constraints.txt {constraints.get(name)}"
+
+
+def test_readme_states_the_pinned_torch():
+    torch_pin = _constraint_pins()["torch"]
+    stated = re.findall(r"(?<![\w-])torch==([^\s`]+)", (ROOT / "README.md").read_text())
+    assert stated and set(stated) == {torch_pin}, f"README.md states torch {stated}, constraints.txt pins {torch_pin}"
+
+
+def test_installed_torch_is_the_pinned_one():
+    """The environment the tests run in is the one the files describe (a local build tag is allowed)."""
+    constraints = _constraint_pins()
+    for name in PINNED:
+        installed = metadata.version(name).split("+")[0]
+        assert installed == constraints[name], f"{name} {installed} installed, constraints.txt pins {constraints[name]}"

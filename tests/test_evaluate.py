@@ -233,7 +233,7 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
     import shutil
 
     import eiclip_core.entities
-    import eiclip_core.train
+    import eiclip_core.loading
     from eiclip_core.checkpoint import save_checkpoint
     from eiclip_core.data import FashionGen
 
@@ -259,8 +259,8 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
     artifact = fake_artifact(len(products))
     artifact.product_ids = lambda split: products["product_id"].to_numpy()
     artifact.id = "stand-in"
-    monkeypatch.setattr(eiclip_core.train, "load_run", load_run)
-    monkeypatch.setattr(eiclip_core.train, "zero_shot", zero_shot)
+    monkeypatch.setattr(eiclip_core.loading, "load_run", load_run)
+    monkeypatch.setattr(eiclip_core.loading, "zero_shot", zero_shot)
     monkeypatch.setattr(eiclip_core.entities, "load_artifact", lambda path: artifact)
     return data_dir, loads
 

@@ -15,8 +15,10 @@ import torch
 import eiclip_core  # noqa: F401
 from eiclip_core import train as T
 from eiclip_core.checkpoint import checkpoint_id, latest_checkpoint, load_checkpoint, save_checkpoint
+from eiclip_core.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.train import TrainConfig, load_run, lr_factor, train, zero_shot
+from eiclip_core.loading import load_run, zero_shot
+from eiclip_core.train import lr_factor, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable

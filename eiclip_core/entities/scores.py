@@ -3,12 +3,7 @@
 A predicted mention counts as correct only if (start, end, type, value) all equal a reference
 mention: exact spans, so an off-by-one offset or a wrong value is an error, not a near miss.
 """
-import json
-from pathlib import Path
-
 import pandas as pd
-
-from eiclip_core.errors import KitError
 
 
 def mention_scores(predicted: list, reference: list, types=None) -> pd.DataFrame:
@@ -48,20 +43,6 @@ def mention_errors(predicted: list, reference: list, texts: list, entity_type: s
                 if len(out) >= limit:
                     return out
     return out
-
-
-def load_ground_truth(path) -> dict:
-    """The generator's ground_truth.json; KitError naming the file when it is missing or malformed."""
-    path = Path(path)
-    try:
-        gt = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KitError(f"{path}: ground truth not found (only generated data sets have one)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise KitError(f"{path}: not readable JSON ({e})") from None
-    if not isinstance(gt, dict) or gt.get("version") != 1 or "splits" not in gt:
-        raise KitError(f"{path}: not a version-1 ground truth file")
-    return gt
 
 
 def reference_mentions(ground_truth: dict, split: str) -> list:

@@ -1,0 +1,119 @@
+"""Configs as data: one base for every config dataclass, and the config of a training run.
+
+`KitConfig` gives each config the same surface (as open_clip's tower configs share one shape):
+`from_dict` refuses unknown fields and values of the wrong type, `__post_init__` checks ranges,
+`to_dict` is what a run stores. `TrainConfig` lives here, not in the trainer, so that loading a
+finished run (eiclip_core.loading) never imports the training loop.
+"""
+import typing
+from dataclasses import asdict, dataclass, field, fields
+
+from eiclip_core.errors import KitError
+
+DEFAULT_BACKBONE = "eiclip-tiny"  # small ViT + the pretrained MiniLM text tower (eiclip_core/configs)
+
+
+def fits_type(value, expected: type) -> bool:
+    """True when `value` is a `expected`; an int is a float, a bool is never a number."""
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+class KitConfig:
+    """Mixin for config dataclasses: typed `from_dict`, range checks, `to_dict`.
+
+    Subclasses set `label` (how errors name the config) and return {field: ok} from `checks()`.
+    """
+
+    label = "config"
+
+    def checks(self) -> dict:
+        return {}
+
+    def __post_init__(self):
+        for name, ok in self.checks().items():
+            if not ok:
+                raise KitError(f"{self.label}: {name}={getattr(self, name)!r} out of range")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = ""):
+        where = where or cls.label
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise KitError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        types = typing.get_type_hints(cls)
+        for name, value in values.items():
+            if not fits_type(value, types[name]):
+                raise KitError(f"{where}: {name}={value!r} should be of type {types[name].__name__}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig(KitConfig):
+    """Everything that decides a run's numbers; saved as the run's config.json."""
+
+    label = "train config"
+
+    train: str = ""  # Fashion-Gen training HDF5
+    entities: str = ""  # entity artifact (eiclip mine); its id is recorded in config.json
+    out: str = ""  # run directory
+    row: str = "ei-clip"  # METHOD.md sec. 8 row (eiclip_core.model.ROWS)
+    model: dict = field(default_factory=dict)  # overrides of the row's EIConfig fields (sec. 3-7 switches)
+    backbone: str = DEFAULT_BACKBONE  # open_clip model name
+    pretrained: str = ""  # open_clip tag or weights file ("" = the config's own pretrained towers)
+    seed: int = 0
+    epochs: int = 1
+    max_steps: int = 0  # stop after this many optimiser steps (0 = all epochs)
+    batch_size: int = 64  # global contrastive batch per micro-step (sec. 9), split across ranks
+    accum_steps: int = 1  # micro-batches per optimiser step (each its own contrastive batch)
+    lr: float = 5e-5  # sec. 9
+    weight_decay: float = 1e-4  # sec. 9; not applied to gains, biases and temperatures
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 100  # linear warm-up, then cosine to 0 (sec. 9)
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    precision: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0  # DataLoader workers (images are small; 0 keeps a 2-core CPU busy with compute)
+    checkpoint_every: int = 0  # also checkpoint every N optimiser steps mid-epoch (0 = epoch ends only)
+    keep_checkpoints: int = 2  # newest checkpoints kept (>= 2 so a corrupt one has a fallback; 0 = all)
+
+    def checks(self) -> dict:
+        return {
+            "epochs": self.epochs >= 1, "max_steps": self.max_steps >= 0, "batch_size": self.batch_size >= 2,
+            "accum_steps": self.accum_steps >= 1, "lr": 0 < self.lr < 1, "weight_decay": self.weight_decay >= 0,
+            "beta1": 0 <= self.beta1 < 1, "beta2": 0 <= self.beta2 < 1, "eps": self.eps > 0,
+            "warmup_steps": self.warmup_steps >= 0, "grad_clip": self.grad_clip >= 0,
+            "precision": self.precision in ("auto", "fp32", "bf16", "fp16"),
+            "num_workers": self.num_workers >= 0, "checkpoint_every": self.checkpoint_every >= 0,
+            "keep_checkpoints": self.keep_checkpoints == 0 or self.keep_checkpoints >= 2,
+            "seed": 0 <= self.seed < 2 ** 31, "model": isinstance(self.model, dict),
+        }
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.ei_config()  # validates row and model overrides
+
+    def ei_config(self):
+        """The row's EIConfig with this run's `model` overrides applied."""
+        from eiclip_core.model import EIConfig, get_row
+
+        return EIConfig.from_dict({**get_row(self.row).to_dict(), **self.model}, where="train config 'model'")
+
+
+def profile_config(profile, data_dir, row: str, seed: int, device: str = "auto") -> TrainConfig:
+    """The TrainConfig of one run of a profile (eiclip_core.profiles) under the kit's data layout."""
+    from eiclip_core.layout import entities_file, run_dir, split_file
+
+    return TrainConfig(train=str(split_file(data_dir, "train")), entities=str(entities_file(data_dir)),
+                       out=str(run_dir(data_dir, row, seed)), row=row, backbone=profile.backbone,
+                       pretrained=profile.pretrained, seed=seed, epochs=profile.epochs,
+                       max_steps=profile.max_steps, batch_size=profile.batch_size, lr=profile.lr,
+                       warmup_steps=profile.warmup_steps, device=device)
