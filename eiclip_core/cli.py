@@ -15,6 +15,7 @@ from eiclip_core.errors import KitError
 COMMANDS = {
     "synth": ("eiclip_core.synth", "generate the Fashion-Gen-like default data set"),
     "check-data": ("eiclip_core.data.check", "validate Fashion-Gen HDF5 files"),
+    "import-catalog": ("eiclip_core.data.importer", "import a product table and its images as Fashion-Gen files"),
     "mine": ("eiclip_core.entities.mine", "mine entity vocabularies and mentions into an artifact"),
     "pretrain": ("eiclip_core.general.pretrain", "pretrain the general-domain tiny CLIP (the default backbone's weights)"),
     "train": ("eiclip_core.train", "train CLIP-FT / EI-CLIP (single process or torchrun)"),

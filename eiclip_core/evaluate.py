@@ -300,10 +300,12 @@ def write_results(evaluation: Evaluation, reports_dir) -> tuple[Path, Path]:
     return json_path, md_path
 
 
-def retrieval_examples(emb: Embeddings, texts, n: int = 3, k: int = 5, seed: int = 0) -> list[dict]:
-    """A few text queries (seeded) with their top-k products (full protocol, first views, exact tie rule)."""
-    rng = np.random.default_rng(seed)
-    queries = rng.choice(len(texts), size=min(n, len(texts)), replace=False)
+def retrieval_examples(emb: Embeddings, texts, n: int = 3, k: int = 5, seed: int = 0, queries=None) -> list[dict]:
+    """Text queries with their top-k products (full protocol, first views, exact tie rule): the given
+    `queries` (product indices), or n drawn with `seed`. Each: query (its own product is the positive),
+    text, top, scores, rank (0-based rank of the positive); eiclip_core.figures draws them."""
+    if queries is None:
+        queries = np.random.default_rng(seed).choice(len(texts), size=min(n, len(texts)), replace=False)
     images = emb.image[emb.first_view]
     out = []
     for q in queries:
@@ -312,33 +314,6 @@ def retrieval_examples(emb: Embeddings, texts, n: int = 3, k: int = 5, seed: int
         out.append({"query": int(q), "text": texts[q], "top": order[:k].tolist(),
                     "scores": scores[order[:k]].tolist(), "rank": int(np.flatnonzero(order == q)[0])})
     return out
-
-
-def plot_retrieval_examples(examples: list[dict], image_of_product, title: str = ""):
-    """Figure: per query its text, its top-k images (the positive framed in green), and the positive."""
-    import matplotlib.pyplot as plt
-    import textwrap
-
-    k = max(len(e["top"]) for e in examples)
-    fig, axes = plt.subplots(len(examples), k + 2, figsize=(2 * (k + 2), 2.1 * len(examples)), squeeze=False)
-    for line, e in zip(axes, examples):
-        line[0].text(0, 0.5, textwrap.fill(e["text"][:160], 28), fontsize=7, va="center")
-        line[0].axis("off")
-        for rank, (ax, p) in enumerate(zip(line[1:], e["top"]), 1):
-            ax.imshow(image_of_product(p))
-            ax.set_xticks([]), ax.set_yticks([])
-            hit = p == e["query"]
-            for spine in ax.spines.values():
-                spine.set_edgecolor("green" if hit else "lightgray")
-                spine.set_linewidth(4 if hit else 1)
-            ax.set_title(f"#{rank}" + (" (positive)" if hit else ""), fontsize=8)
-        line[-1].imshow(image_of_product(e["query"]))
-        line[-1].set_xticks([]), line[-1].set_yticks([])
-        line[-1].set_title(f"positive: rank {e['rank'] + 1}", fontsize=8, color="green")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 # ------------------------------------------------------------------------------------ CLI

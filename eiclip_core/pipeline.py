@@ -41,8 +41,8 @@ def default_dirs(profile: Profile, seed=None, confounding=None) -> tuple[Path, P
 
 
 def prepare_data(profile: Profile, data_dir: Path) -> None:
-    """Check the real files, or generate the profile's data set unless the same one is already there."""
-    if profile.real_data:
+    """Check the real or imported files, or generate the profile's data set unless already there."""
+    if profile.real_data or not profile.n_train_products:  # no generated sizes: the files are given
         from eiclip_core.data.check import check_file
 
         problems = [p for split in layout.SPLITS for p in check_file(layout.split_file(data_dir, split))]

@@ -119,19 +119,3 @@ def run_probe(models: dict, texts: list, mentions: list, value_ids: dict, values
                          "shift (points)": 100 * float((df["after"] - df["before"]).mean()),
                          "queries moved %": 100 * float(np.mean(df["after"] > df["before"]))})
     return pd.DataFrame(rows), details
-
-
-def describe(summary: pd.DataFrame, first: str, second: str) -> str:
-    """One sentence per type comparing the two models' shift, computed from the table."""
-    lines = []
-    for t, sub in summary.groupby("type", sort=False):
-        s = sub.set_index("model")
-        if first not in s.index or second not in s.index:
-            continue
-        a, b = (round(s.loc[m, "shift (points)"], 1) + 0.0 for m in (first, second))  # as printed, no -0.0
-        # a difference within 1 point of the top-10 share is not read as a difference
-        verdict = "about as much as" if abs(b - a) <= 1.0 else ("more than" if b > a else "less than")
-        lines.append(f"{t}: swapping the value moves {b:.1f} % of {second}'s top-10 toward the new value, "
-                     f"{verdict} {first} ({a:.1f} %); queries moved: {s.loc[second, 'queries moved %']:.0f} % "
-                     f"vs {s.loc[first, 'queries moved %']:.0f} % ({int(s.loc[second, 'queries'])} queries).")
-    return "\n".join(lines) if lines else "no type had enough values to probe"

@@ -67,6 +67,12 @@ PROFILES = {
         rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=10, batch_size=64, lr=5e-5,
         warmup_steps=100, sample100_queries=1000,
     ),
+    # `eiclip reproduce --profile catalog --data-dir DIR`: a catalog imported with `eiclip import-catalog`
+    # (no generated sizes: the files say how many products; no knob, so no sweep)
+    "catalog": Profile(
+        name="catalog", image_size=256, rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=2, batch_size=64,
+        lr=1e-4, warmup_steps=10, sample100_queries=1000,
+    ),
     # `eiclip reproduce --profile paper --dry-run`: the paper profile's code path end to end on a
     # small generated 256-pixel file in the same schema, 2 steps of a random-init ViT-B-32.
     "paper-dry-run": Profile(

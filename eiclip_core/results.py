@@ -1,7 +1,7 @@
 """The results table: our rows x protocols with their spread, the entity breakdown, the paper's numbers.
 
 Input is the list of records `eiclip_core.evaluate` produces (one per row x protocol x seed, every
-metric key in percent); output is a summary DataFrame, Markdown, and the figures of notebook 04.
+metric key in percent); output is a summary DataFrame and Markdown (its figure: eiclip_core.figures.recall_figure).
 Spread: the standard deviation over seeds (ddof=1) when a row has several seeds; with one seed, a
 95 % bootstrap interval over queries (full protocols) or the standard deviation over the 5 seeded
 sampling repeats (sample-100). The column `spread` says which.
@@ -133,25 +133,3 @@ def results_markdown(profile: str, summary: pd.DataFrame, breakdown: pd.DataFram
                   "values (entity artifact) versus the rest; products without a value are left out.", "",
                   to_markdown(breakdown), ""]
     return "\n".join(parts)
-
-
-def plot_recall(summary: pd.DataFrame, key: str = "t2i_r1", ax=None):
-    """Bar plot of one metric per row and protocol, with its spread (`<key>_lo/_hi`) as error bars."""
-    import matplotlib.pyplot as plt
-
-    ours = summary[~summary["row"].str.endswith("(published)")]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 3.5))
-    rows = list(dict.fromkeys(ours["row"]))
-    protocols = list(dict.fromkeys(ours["protocol"]))
-    width = 0.8 / max(len(protocols), 1)
-    for i, protocol in enumerate(protocols):
-        part = ours[ours["protocol"] == protocol].set_index("row").reindex(rows)
-        err = np.stack([part[key] - part[f"{key}_lo"].clip(lower=0), part[f"{key}_hi"] - part[key]])
-        ax.bar(np.arange(len(rows)) + i * width, part[key], width, yerr=np.nan_to_num(err), capsize=3,
-               label=protocol)
-    ax.set_xticks(np.arange(len(rows)) + width * (len(protocols) - 1) / 2, rows)
-    ax.set_ylabel(f"{key} (%)")
-    ax.set_title(key)
-    ax.legend(fontsize=8)
-    return ax

@@ -23,11 +23,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from eiclip_core import layout
+from eiclip_core.analysed_runs import ANALYSED_ROWS
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
 from eiclip_core.profiles import Profile
-
-ROWS = ("clip-ft", "ei-clip")
 
 
 def point_dir(data_dir, confounding: float) -> Path:
@@ -110,7 +109,7 @@ def run_point(profile: Profile, data_dir, confounding: float, seed: int = 0, dev
     out.mkdir(parents=True, exist_ok=True)
     _data(profile, out, confounding)
     _entities(out)
-    metrics = {row: _full_recall(_train(profile, out, row, seed, str(device)), out, device) for row in ROWS}
+    metrics = {row: _full_recall(_train(profile, out, row, seed, str(device)), out, device) for row in ANALYSED_ROWS}
     record = {"settings": settings, "metrics": metrics}
     write_json(result, record)
     return record
@@ -135,17 +134,3 @@ def trend(table: pd.DataFrame) -> dict:
     slope = float(np.polyfit(x, y, 1)[0]) if len(x) >= 2 else float("nan")
     return {"slope": slope, "monotonic": bool(np.all(np.diff(np.round(y, 2)) > 0)), "gain at lowest": float(y[0]),
             "gain at highest": float(y[-1])}
-
-
-def describe(table: pd.DataFrame) -> str:
-    """The notebook's verdict on the premise, from the numbers."""
-    t = trend(table)
-    lo, hi = table["confounding"].iloc[0], table["confounding"].iloc[-1]
-    if round(t["slope"], 2) > 0:  # as printed
-        how = "grows at every step" if t["monotonic"] else "grows overall but not at every step"
-        verdict = f"the gain {how} with confounding, as EI-CLIP's premise predicts"
-    else:
-        verdict = "the gain does NOT grow with confounding: these runs do not support EI-CLIP's premise"
-    return (f"EI-CLIP - CLIP-FT: {t['gain at lowest']:+.2f} points at knob {lo:g}, {t['gain at highest']:+.2f} at "
-            f"{hi:g} (slope {t['slope']:+.2f} points per unit of knob): {verdict}.")
-

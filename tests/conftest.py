@@ -67,6 +67,24 @@ def write_fashiongen_h5():
     return _write_fashiongen_h5
 
 
+def _assert_whole_png(path):
+    """`path` is a complete PNG: signature, IEND chunk last, chunk checksums, and pixels that decode."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[-8:-4] == b"IEND"
+    with Image.open(path) as im:
+        im.verify()  # chunk checksums
+    with Image.open(path) as im:
+        im.load()  # decodes every pixel: a truncated file raises here
+
+
+@pytest.fixture(scope="session")
+def assert_whole_png():
+    """Function asserting that a path holds a whole PNG (see _assert_whole_png)."""
+    return _assert_whole_png
+
+
 # Property-based tests draw the same examples on every run, so CI is repeatable; run with
 # `--hypothesis-profile=explore` to search afresh.
 settings.register_profile("kit", derandomize=True, deadline=None)

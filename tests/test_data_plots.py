@@ -1,19 +1,21 @@
-"""Notebook 01's helpers (eiclip_core.plots_data) on generated data, with and without ground truth."""
+"""Notebook 01's tables (eiclip_core.plots_data) and figures on generated data, with and without ground truth."""
 import json
 
 import pytest
 
-from eiclip_core import plots_data
+from eiclip_core import layout, plots_data
 from eiclip_core.data import FashionGen
 from eiclip_core.errors import KitError
+from eiclip_core.figures import distributions_figure, example_grid, save_figure
 from eiclip_core.synth.world import BRAND_ORDINARY
 
 
-def test_split_files_generated_and_missing(smoke_data, tmp_path):
-    assert plots_data.split_files(smoke_data["train"].parent) == {"train": smoke_data["train"],
-                                                                  "validation": smoke_data["validation"]}
-    with pytest.raises(KitError, match="no train.h5"):
-        plots_data.split_files(tmp_path)
+def test_split_file_generated_and_missing(smoke_data, tmp_path):
+    data_dir = smoke_data["train"].parent
+    assert {s: layout.split_file(data_dir, s) for s in layout.SPLITS} == {"train": smoke_data["train"],
+                                                                          "validation": smoke_data["validation"]}
+    with pytest.raises(KitError, match="no train file .*eiclip synth --out .*fashiongen_256_256_train.h5"):
+        layout.split_file(tmp_path, "train")
 
 
 def test_summary_and_ordinary_words(smoke_data):
@@ -39,11 +41,20 @@ def test_summary_and_ordinary_words(smoke_data):
     assert ((others > 0) & (others < 100)).all().all()
 
 
-def test_figures_are_saved(smoke_data, tmp_path):
-    ds = FashionGen(smoke_data["validation"])
-    path = plots_data.save_figure(plots_data.distributions_figure(ds.products, ds.n_views, "validation"),
-                                  tmp_path / "figures" / "d.png")
-    fig, shown = plots_data.example_grid(ds, n_products=3, seed=1)
-    again = plots_data.example_grid(ds, n_products=3, seed=1)[1]
-    assert path.stat().st_size > 10_000 and list(shown) == list(again) and len(shown) == 3
-    plots_data.save_figure(fig, tmp_path / "figures" / "e.png")
+def test_figures_are_saved(smoke_data, tmp_path, assert_whole_png):
+    """Every figure of notebook 01 is written whole, as its own PNG, and nothing else is left behind."""
+    splits = {s: FashionGen(smoke_data[s]) for s in ("train", "validation")}
+    paths = [save_figure(distributions_figure(ds.products, ds.n_views, s), tmp_path, f"01_distributions_{s}",
+                         close=True) for s, ds in splits.items()]
+    fig, shown = example_grid(splits["validation"], n_products=3, seed=1)
+    assert list(shown) == list(example_grid(splits["validation"], n_products=3, seed=1)[1]) and len(shown) == 3
+    paths.append(save_figure(fig, tmp_path, "01_examples", close=True))
+    for path in paths:
+        assert_whole_png(path)
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)
+    assert len({p.read_bytes() for p in paths}) == 3  # three different figures
+    # saving over an existing figure replaces it whole: the file is exactly the new figure
+    again = example_grid(splits["validation"], n_products=2, seed=2)[0]
+    fresh = save_figure(again, tmp_path / "fresh", "01_examples").read_bytes()
+    assert save_figure(again, tmp_path, "01_examples", close=True).read_bytes() == fresh
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)

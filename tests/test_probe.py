@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from eiclip_core.probe import choose_swaps, describe, probe_type, run_probe, swap_value, top_k_share
+from eiclip_core.probe import choose_swaps, probe_type, run_probe, swap_value, top_k_share
+from eiclip_core.readings import probe_numbers, read_probe
 
 BRANDS = ["arrow", "olive", "pilot", "other"]
 
@@ -66,5 +67,5 @@ def test_probe_moves_a_reading_encoder_fully_and_a_blind_one_not_at_all():
     assert s.loc["blind", "shift (points)"] == pytest.approx(0) and s.loc["blind", "queries moved %"] == 0
     assert s.loc["reads", "chance %"] == pytest.approx(100 / 3)
     assert details[("brand", "reads")]["query"].tolist() == details[("brand", "blind")]["query"].tolist()
-    sentence = describe(summary, "blind", "reads")
+    sentence = read_probe(probe_numbers(summary, "blind", "reads"))
     assert "100.0 % of reads's top-10" in sentence and "more than blind (0.0 %)" in sentence

@@ -10,7 +10,7 @@ from eiclip_core.cli import main
 from eiclip_core.data import FashionGen
 from eiclip_core.data.fashiongen import INT_KEYS, REQUIRED_KEYS, STRING_KEYS
 from eiclip_core.errors import KitError
-from eiclip_core.synth import generate, load_ground_truth
+from eiclip_core.synth import generate, generate_unless_present, load_ground_truth
 from eiclip_core.synth.world import BRAND_ORDINARY, CATALOGUE, COLOURS, FIT_VALUES, FIT_WIDTH, MATERIALS
 from eiclip_core.text import normalise_value, product_text
 
@@ -267,3 +267,14 @@ def test_load_ground_truth_reads_the_file_and_names_bad_ones(smoke_data, gt, tmp
             path.write_text(content)
         with pytest.raises(KitError, match=re.escape(str(path))):
             load_ground_truth(path)
+
+
+def test_generate_unless_present_reuses_the_same_draw_only(tmp_path):
+    settings = dict(profile="smoke", seed=1, confounding=0.5, image_size=16, n_train=20, n_val=10)
+    assert generate_unless_present(tmp_path, **settings)
+    written = _bytes({name: tmp_path / name for name in ("train.h5", "validation.h5", "ground_truth.json")})
+    assert not generate_unless_present(tmp_path, **settings)
+    assert generate_unless_present(tmp_path, **{**settings, "seed": 2})
+    assert json.loads((tmp_path / "ground_truth.json").read_text())["generator"]["seed"] == 2
+    assert generate_unless_present(tmp_path, **settings)
+    assert _bytes({name: tmp_path / name for name in written}) == written

@@ -1,7 +1,5 @@
-"""Tables and figures about an entity artifact, for notebook 02 (kept here so the notebook stays thin)."""
-from pathlib import Path
-
-import matplotlib.pyplot as plt
+"""Tables about an entity artifact, for notebook 02 (kept here so the notebook stays thin); its figure
+of the priors is eiclip_core.figures.priors_figure."""
 import numpy as np
 import pandas as pd
 
@@ -44,28 +42,6 @@ def prone_values(art: EntityArtifact, k: int = 8) -> pd.DataFrame:
         rows += [{"type": t, "value": art.values[t][i], "count": int(art.counts[t][i]),
                   "reason": art.prone_reason[t][i]} for i in idx]
     return pd.DataFrame(rows, columns=["type", "value", "count", "reason"])
-
-
-def plot_priors(art: EntityArtifact, path, k: int = 10) -> Path:
-    """Bar charts of the prior P_t(z) of the k most frequent values of each model type (+ other)."""
-    n = len(art.types)
-    cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
-    for ax, t in zip(axes.flat, art.types):
-        keep = list(range(min(k, len(art.values[t]) - 1))) + [len(art.values[t]) - 1]
-        colours = ["#d62828" if art.prone[t][i] else "#457b9d" for i in keep]
-        ax.barh([art.values[t][i] for i in keep][::-1], art.prior[t][keep][::-1], color=colours[::-1])
-        ax.set_title(f"{t} ({len(art.values[t])} values)")
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.suptitle("Prior P(z) per entity type (red: confounding-prone)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def displacy_example(text: str, mentions: list, title=None) -> dict:

@@ -20,27 +20,31 @@ from PIL import Image, ImageDraw
 
 BODY, DETAIL = "body", "detail"
 
+# Primitives: frozen data. Each draws itself with a PIL ImageDraw `pen` on a square canvas of
+# `canvas` pixels; `to_pixels` maps unit points to canvas pixels, applying the width stretch.
+
 
 @dataclass(frozen=True)
 class Polygon:
     points: tuple  # ((x, y), ...) in unit coordinates
     layer: str = BODY
 
-    def draw(self, draw, to_pixels, canvas: int):
-        draw.polygon(to_pixels(self.points), fill=255)
+    def draw(self, pen, to_pixels, canvas: int):
+        pen.polygon(to_pixels(self.points), fill=255)
 
 
 @dataclass(frozen=True)
 class Rect:
+    """An axis-aligned rectangle from (x0, y0) to (x1, y1), drawn as a four-point polygon."""
     x0: float
     y0: float
     x1: float
     y1: float
     layer: str = BODY
 
-    def draw(self, draw, to_pixels, canvas: int):
+    def draw(self, pen, to_pixels, canvas: int):
         corners = ((self.x0, self.y0), (self.x1, self.y0), (self.x1, self.y1), (self.x0, self.y1))
-        draw.polygon(to_pixels(corners), fill=255)
+        pen.polygon(to_pixels(corners), fill=255)
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,8 @@ class Ellipse:
     box: tuple  # ((x0, y0), (x1, y1)): the bounding box
     layer: str = BODY
 
-    def draw(self, draw, to_pixels, canvas: int):
-        draw.ellipse(to_pixels(self.box), fill=255)
+    def draw(self, pen, to_pixels, canvas: int):
+        pen.ellipse(to_pixels(self.box), fill=255)
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,8 @@ class RoundedRect:
     radius: float  # corner radius, a fraction of the canvas side (not stretched by the width)
     layer: str = BODY
 
-    def draw(self, draw, to_pixels, canvas: int):
-        draw.rounded_rectangle(to_pixels(self.box), radius=self.radius * canvas, fill=255)
+    def draw(self, pen, to_pixels, canvas: int):
+        pen.rounded_rectangle(to_pixels(self.box), radius=self.radius * canvas, fill=255)
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,8 @@ class Arc:
     end: float
     layer: str = BODY
 
-    def draw(self, draw, to_pixels, canvas: int):
-        draw.arc(to_pixels(self.box), self.start, self.end, fill=255, width=max(2, canvas // 40))
+    def draw(self, pen, to_pixels, canvas: int):
+        pen.arc(to_pixels(self.box), self.start, self.end, fill=255, width=max(2, canvas // 40))
 
 
 def _upper_body(top: float, bottom: float, long_sleeves: bool) -> tuple:
@@ -185,19 +189,18 @@ def paint(masks: tuple, fill_rgb, texture: np.ndarray) -> np.ndarray:
     with `fill_rgb` times `texture` (material_textures), details 35% darker."""
     body, detail = masks
     shade = texture * (1.0 - 0.35 * detail)
-    filled = fill_rgb[None, None, :] * shade[..., None]
+    filled = np.asarray(fill_rgb)[None, None, :] * shade[..., None]
     return 255.0 * (1 - body[..., None]) + filled * body[..., None]
 
 
 def draw_glyph(image: np.ndarray, glyph: np.ndarray, ink) -> np.ndarray:
     """A uint8 copy of the float image with a small bool glyph (an icon, such as a brand mark: (3, 3))
     drawn in `ink` in the lower right corner, one cell = 1/32 of the image side, one cell from the edges."""
-    size = image.shape[0]
-    cell = max(1, size // 32)
+    cell = max(1, image.shape[0] // 32)
     pixels = np.kron(glyph, np.ones((cell, cell), bool))
-    corner = size - (glyph.shape[0] + 1) * cell
+    top, left = (image.shape[i] - pixels.shape[i] - cell for i in (0, 1))
     marked = image.copy()
-    marked[corner:corner + pixels.shape[0], corner:corner + pixels.shape[1]][pixels] = ink
+    marked[top:top + pixels.shape[0], left:left + pixels.shape[1]][pixels] = ink
     return np.clip(marked, 0, 255).astype(np.uint8)
 
 

@@ -79,12 +79,12 @@ def add_garment_noun(text: MentionedText, attributes, title: bool) -> None:
 def composition_text(main: str, rng) -> str:
     """The composition column: main material alone, blended with a second, or a shell and a lining."""
     others = [m for m in MATERIALS if m not in (main, "leather")]
-    r = rng.random()
-    if r < 0.5:
+    form = rng.random()
+    if form < 0.5:
         return f"100% {main}."
     share = int(rng.choice([55, 60, 65, 70, 80, 85, 90, 95, 97]))
     second = others[int(rng.integers(len(others)))]
-    if r < 0.8:
+    if form < 0.8:
         return f"{share}% {main}, {100 - share}% {second}."
     lining = others[int(rng.integers(len(others)))]
     return f"Shell: {share}% {main}, {100 - share}% {second}. Lining: 100% {lining}."
@@ -125,8 +125,8 @@ def product_description(attributes, name: MentionedText, confounding: float, rng
     if rng.random() < 0.3:
         extra.append(("category", str(rng.choice(ENTITY_SENTENCES["category"]))))
     items = [("detail", s) for s in sentences] + extra
-    for k in rng.permutation(len(items)):
-        kind, sentence = items[k]
+    for position in rng.permutation(len(items)):
+        kind, sentence = items[position]
         description.add(" ")
         if kind == "detail":
             description.add(sentence)
@@ -178,5 +178,6 @@ def _add_entity_sentence(text: MentionedText, attributes, kind: str, template: s
 def joined_mentions(name: MentionedText, description: MentionedText, text: str) -> list:
     """The mentions of name and description as spans of the product text that joins them."""
     shift = text.index(str(description))
-    return name.mentions + [[s + shift, e + shift, k, v] for s, e, k, v in description.mentions]
+    return name.mentions + [[start + shift, end + shift, kind, value]
+                            for start, end, kind, value in description.mentions]
 

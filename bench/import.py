@@ -1,0 +1,141 @@
+"""Images per second of `eiclip import-catalog` with 2 decoding processes against 1, and its peak memory.
+
+The same generated catalog (N product photos as JPEGs, one per product, in a CSV table with a
+mapping) is imported twice with the real command in a subprocess: `--processes 1` (the plain loop:
+decode, resize, write, one image after the other) and `--processes 2` (decoding in 2 worker
+processes, writing in the parent). Goal: at least 1.7x on 2 cores. The process tree is sampled
+every 50 ms for the resident memory of the parent and of the workers; memory flat means the parent's
+RSS at the end of the run is about what it is a quarter of the way in, whatever N.
+
+    python bench/import.py                    # 50,000 JPEGs (generated once, about 3 GB cached in the temp
+                                              # folder; each import writes about 10 GB, removed after it)
+    python bench/import.py --n 500            # a quick check that it runs
+"""
+import argparse
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+MIB = 2 ** 20
+
+
+def _photo(task):
+    """A product-shot-like JPEG: a shaded garment shape on white, with noise so it compresses like a photo."""
+    i, path, (w, h) = task
+    rng = np.random.default_rng(i)
+    y, x = np.mgrid[0:h, 0:w]
+    body = ((x - w / 2) / (0.3 * w)) ** 2 + ((y - h / 2) / (0.4 * h)) ** 2 < 1
+    colour = rng.integers(20, 235, 3)
+    shade = 0.75 + 0.25 * np.sin(x / (5 + i % 7)) * np.cos(y / 9)
+    pixels = np.where(body[..., None], colour * shade[..., None], 255.0) + rng.normal(0, 6, (h, w, 3))
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=88)
+
+
+def catalog(n: int, size: tuple, cache: Path) -> tuple:
+    """(table, images folder, mapping) of n generated products; generated once per (n, size)."""
+    folder = cache / f"catalog-{n}-{size[0]}x{size[1]}"
+    table, mapping = folder / "products.csv", folder / "mapping.json"
+    if (folder / "done").exists():
+        return table, folder / "images", mapping
+    shutil.rmtree(folder, ignore_errors=True)
+    tasks = []
+    for i in range(n):
+        path = folder / "images" / f"{i // 1000:03d}" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tasks.append((i, path, size))
+    t0 = time.perf_counter()
+    with multiprocessing.Pool() as pool:
+        for _ in pool.imap_unordered(_photo, tasks, chunksize=64):
+            pass
+    with open(table, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sku", "title", "description", "brand", "image"])
+        for i, (_, path, _) in enumerate(tasks):
+            w.writerow([f"SKU{i}", f"Product {i}", f"A generated product shot, number {i}.", f"Brand {i % 40}",
+                        str(path.relative_to(folder / "images"))])
+    mapping.write_text(json.dumps({"product_id": "sku", "name": "title", "description": "description",
+                                   "brand": "brand", "image": "image"}))
+    (folder / "done").touch()
+    print(f"generated {n} JPEGs of {size[0]}x{size[1]} in {time.perf_counter() - t0:.0f} s under {folder}")
+    return table, folder / "images", mapping
+
+
+def run_import(table, images, mapping, out: Path, processes: int, image_size: int) -> dict:
+    """Run the command; return seconds and the sampled memory of the parent and of its workers."""
+    cmd = [sys.executable, "-m", "eiclip_core.cli", "import-catalog", str(table), "--images", str(images),
+           "--out", str(out), "--map", str(mapping), "--processes", str(processes), "--image-size", str(image_size)]
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
+    samples, stop = [], threading.Event()  # (seconds, parent RSS, workers' RSS summed, largest worker)
+    t0 = time.perf_counter()
+    proc = psutil.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def sample():
+        while not stop.is_set():
+            try:
+                workers = [c.memory_info().rss for c in proc.children(recursive=True)]
+                parent = proc.memory_info().rss
+                if parent:  # 0 once the command has exited
+                    samples.append((time.perf_counter() - t0, parent, sum(workers), max(workers, default=0)))
+            except psutil.Error:
+                pass
+            stop.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    seconds = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"import failed ({proc.returncode}): {stderr.strip()}")
+    rows = np.array(samples) if samples else np.zeros((1, 4))
+    marks = [rows[min(len(rows) - 1, int(q * len(rows)))][1] / MIB for q in (0.25, 0.5, 0.75, 0.999)]
+    return {"seconds": seconds, "parent": rows[:, 1].max() / MIB, "workers": rows[:, 2].max() / MIB,
+            "largest_worker": rows[:, 3].max() / MIB, "parent_over_time": marks, "stdout": stdout}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=50000, help="generated products (one JPEG each)")
+    ap.add_argument("--jpeg-size", default="500x750", help="WxH of the generated photos")
+    ap.add_argument("--image-size", type=int, default=256, help="P of the imported P x P images")
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "eiclip-bench-import"))
+    args = ap.parse_args()
+    size = tuple(int(v) for v in args.jpeg_size.split("x"))
+    table, images, mapping = catalog(args.n, size, Path(args.cache))
+    runs = {}
+    for k in (1, args.processes):
+        work = Path(tempfile.mkdtemp(prefix="eiclip-import-"))  # 50k images at 256 px: about 10 GB a run
+        try:
+            runs[k] = run_import(table, images, mapping, work / "out", k, args.image_size)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    one, many = runs[1], runs[args.processes]
+    rate = {k: args.n / r["seconds"] for k, r in runs.items()}
+    print(f"import of {args.n} JPEGs ({size[0]}x{size[1]}) to {args.image_size}x{args.image_size}, "
+          "whole command (start-up, table, decode, write):")
+    print(f"  1 process:   {rate[1]:7.1f} images/s ({one['seconds']:.1f} s)")
+    print(f"  {args.processes} processes: {rate[args.processes]:7.1f} images/s ({many['seconds']:.1f} s), "
+          f"{rate[args.processes] / rate[1]:.2f}x the one-process loop (goal >= 1.7x with 2)")
+    for k, r in runs.items():
+        over = ", ".join(f"{m:.0f}" for m in r["parent_over_time"])
+        print(f"  peak RSS with {k} process(es): parent {r['parent']:.0f} MiB, workers {r['workers']:.0f} MiB "
+              f"in all (largest {r['largest_worker']:.0f} MiB, shared pages counted); parent at 25/50/75/100% of the run: {over} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Measures of notebook 05: the numbers behind its figures and readings (METHOD.md sections 1, 3 to 6).
+
+    features    text features, CESM gates and attention of a model on a list of texts; D_t and E_t
+    measures    dictionary drift (how far E_t turned from D_t), nearest general-English words, kNN
+                purity of text features, gate and attention summaries, retrieval disagreements
+
+Everything here takes arrays or models and returns arrays or tables; eiclip_core.figures draws them
+and eiclip_core.readings turns them into sentences.
+"""
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import binomtest, mannwhitneyu
+
+# General English words, encoded by the frozen text tower, as landmarks of everyday meaning: colours,
+# materials, garments, and the plain nouns, moods and positions that fashion entity words collide
+# with ("diesel" -> fuel, "goose" -> bird, "top" -> position, "relaxed" -> mood; METHOD.md section 1).
+GENERAL_WORDS = (
+    "red", "blue", "green", "black", "white", "yellow", "pink", "grey", "brown", "orange", "purple",
+    "gold", "silver", "fruit", "flower", "cotton", "wool", "silk", "leather", "fabric", "metal", "wood",
+    "stone", "glass", "plastic", "shirt", "dress", "shoe", "hat", "coat", "trousers", "jacket", "bag",
+    "fuel", "engine", "car", "truck", "boat", "road", "bird", "animal", "dog", "fish", "tree", "forest",
+    "river", "mountain", "ice", "snow", "storm", "weather", "fire", "city", "house", "kitchen", "food",
+    "weapon", "tool", "map", "sky", "sea", "beach", "summer", "winter", "position", "mood", "calm",
+    "happy", "tired", "straight line", "rule", "normal", "thin", "large", "small", "money", "music",
+    "sport", "computer", "person", "child",
+)
+GROUPS = (("prone", True), ("not prone", False))  # confounding-prone values against the others
+
+
+# ------------------------------------------------------------------------------------------ features
+
+
+@torch.no_grad()
+def encode_texts(encoder, tokenizer, texts, device, batch_size: int = 256) -> np.ndarray:
+    """`encoder(tokens) -> (B, d)` over `texts` in batches -> float32 (N, d); no grad, eval mode."""
+    out = []
+    for i in range(0, len(texts), batch_size):
+        out.append(encoder(tokenizer(list(texts[i:i + batch_size])).to(device)).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def gates_and_attention(model, tokenizer, texts, device, batch_size: int = 256) -> tuple:
+    """CESM gates (N, |T|) and attention {t: (N, |V_t|)} of an EI-CLIP model on `texts`, as numpy."""
+    gates, attention = [], {}
+    for i in range(0, len(texts), batch_size):
+        out = model.explain_text(tokenizer(list(texts[i:i + batch_size])).to(device))
+        gates.append(out["gates"].float().cpu())
+        for t, a in out["attention"].items():
+            attention.setdefault(t, []).append(a.float().cpu())
+    return torch.cat(gates).numpy(), {t: torch.cat(a).numpy() for t, a in attention.items()}
+
+
+def dictionaries(model) -> tuple:
+    """(D, E): {type: (|V_t|, d)} numpy, D_t frozen and E_t rectified (E = D when the EALM is off)."""
+    keys = dict(zip(model.type_keys, model.types))
+    d = {keys[k]: unit_rows(v.detach().float().cpu().numpy()) for k, v in model.dictionaries.items()}
+    if model.entity_embeddings is None:
+        return d, dict(d)
+    e = {keys[k]: unit_rows(v.detach().float().cpu().numpy()) for k, v in model.entity_embeddings.items()}
+    return d, e
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of x scaled to unit length (zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def angles_degrees(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Angle in degrees between each row of u and v: 2 asin(|u - v| / 2) of the unit vectors in float64,
+    exact for tiny moves (where 1 - cos rounds to 0 and arccos of a float32 cosine is noise)."""
+    u, v = (unit_rows(np.atleast_2d(np.asarray(x, np.float64))) for x in (u, v))
+    return np.degrees(2 * np.arcsin(np.clip(np.linalg.norm(u - v, axis=-1) / 2, 0, 1)))
+
+
+# ------------------------------------------------------------------------------------------ measures
+
+
+def nearest_words(vectors: np.ndarray, word_emb: np.ndarray, words, k: int = 3) -> list:
+    """For each row of `vectors`, the k general words of highest cosine: [[(word, cos), ...], ...]."""
+    sims = unit_rows(vectors) @ unit_rows(word_emb).T  # (N, W)
+    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return [[(words[j], float(sims[i, j])) for j in row] for i, row in enumerate(top)]
+
+
+def highlight_values(values: dict, prone: dict, counts: dict, types, n: int = 6) -> list:
+    """(type, index) of n confounding-prone values, the most frequent of each type in turn (so brands,
+    fits, ... all appear); any values when none is prone. The "other" entry is never chosen."""
+    def ranked(t, want_prone):
+        idx = [i for i in range(len(values[t]) - 1) if not want_prone or prone[t][i]]
+        return sorted(idx, key=lambda i: (-int(counts[t][i]), i))
+
+    want_prone = any(prone[t][:-1].any() for t in types)
+    per_type = [[(t, i) for i in ranked(t, want_prone)] for t in types]
+    interleaved = [pair for group in zip(*[g + [None] * (n - len(g)) for g in per_type]) for pair in group if pair]
+    return interleaved[:n]
+
+
+def neighbour_table(d: dict, e: dict, values: dict, chosen: list, words, word_emb, k: int = 3) -> pd.DataFrame:
+    """Nearest general words of chosen (type, index) values in D_t (before) and E_t (after)."""
+    rows = []
+    for t, i in chosen:
+        before = nearest_words(d[t][i:i + 1], word_emb, words, k)[0]
+        after = nearest_words(e[t][i:i + 1], word_emb, words, k)[0]
+        rows.append({"type": t, "value": values[t][i],
+                     "before (D_t)": ", ".join(w for w, _ in before), "cos before": before[0][1],
+                     "after (E_t)": ", ".join(w for w, _ in after), "cos after": after[0][1],
+                     "moved (degrees)": float(angles_degrees(d[t][i], e[t][i])[0])})
+    return pd.DataFrame(rows)
+
+
+def _group_rows(d: dict, prone: dict, want: bool) -> list:
+    """(type, index) of the values (never "other", the last row) whose prone flag is `want`."""
+    return [(t, i) for t in d for i in range(len(d[t]) - 1) if bool(prone[t][i]) == want]
+
+
+def moved_degrees(d: dict, e: dict, prone: dict) -> dict:
+    """{"prone": angles, "not prone": angles}: how far each value's E_t turned from its D_t, in degrees."""
+    out = {}
+    for label, want in GROUPS:
+        idx = _group_rows(d, prone, want)
+        if idx:
+            out[label] = angles_degrees(np.stack([d[t][i] for t, i in idx]), np.stack([e[t][i] for t, i in idx]))
+    return out
+
+
+def dictionary_shift(d: dict, e: dict, prone: dict, words_emb: np.ndarray) -> pd.DataFrame:
+    """Per group (prone / not prone): how far E_t moved from D_t (mean angle) and how close each value
+    stays to its nearest general English word before and after (mean max cosine)."""
+    rows, moved = [], moved_degrees(d, e, prone)
+    w = unit_rows(words_emb)
+    for label, want in GROUPS:
+        idx = _group_rows(d, prone, want)
+        if not idx:
+            continue
+        dv = np.stack([d[t][i] for t, i in idx])
+        ev = np.stack([e[t][i] for t, i in idx])
+        rows.append({"values": label, "n": len(idx), "moved (degrees)": float(np.mean(moved[label])),
+                     "nearest word cos before": float((dv @ w.T).max(1).mean()),
+                     "nearest word cos after": float((ev @ w.T).max(1).mean())})
+    return pd.DataFrame(rows).set_index("values")
+
+
+def moved_rank_test(moved: dict) -> "float | None":
+    """Two-sided Mann-Whitney p-value: do prone values turn further (or less far) than the others?
+    None when a group is empty; 1.0 when every angle is the same (no difference to test)."""
+    if len(moved) < 2:
+        return None
+    p = float(mannwhitneyu(moved["prone"], moved["not prone"], alternative="two-sided").pvalue)
+    return 1.0 if np.isnan(p) else p
+
+
+def knn_purity(features: np.ndarray, labels, k: int = 10) -> float:
+    """Mean share of each labelled point's k nearest neighbours (cosine) that carry its label.
+
+    Points whose label is missing (None / "") are neither queries nor neighbours."""
+    labels = np.asarray(labels, dtype=object)
+    keep = np.flatnonzero([lab not in (None, "") for lab in labels])
+    if len(keep) < 2:
+        return float("nan")
+    f = unit_rows(np.asarray(features, dtype=np.float32)[keep])
+    lab = labels[keep]
+    k = min(k, len(keep) - 1)
+    sims = f @ f.T
+    np.fill_diagonal(sims, -np.inf)
+    nn = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return float(np.mean(lab[nn] == lab[:, None]))
+
+
+def purity_table(features: dict, labels: dict, k: int = 10) -> pd.DataFrame:
+    """kNN purity (see knn_purity) of each model's features (columns) for each labelling (rows)."""
+    return pd.DataFrame({m: {t: knn_purity(f, lab, k) for t, lab in labels.items()} for m, f in features.items()})
+
+
+def gate_table(gates: np.ndarray, types) -> pd.DataFrame:
+    """Mean, spread and quartiles of g_t per type, highest mean first."""
+    g = pd.DataFrame(gates, columns=list(types))
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0), "q25": g.quantile(0.25), "q75": g.quantile(0.75)})
+    return out.sort_values("mean", ascending=False, kind="stable")
+
+
+def gate_by_group(gates: np.ndarray, types, groups, top: int = 12) -> pd.DataFrame:
+    """Mean g_t per group (e.g. category) for the `top` largest groups: rows groups, columns types."""
+    g = pd.DataFrame(gates, columns=list(types))
+    g["group"] = list(groups)
+    largest = g["group"].value_counts(sort=True).index[:top]
+    return g[g["group"].isin(largest)].groupby("group", sort=True).mean()
+
+
+def attention_table(attention: dict, value_ids: dict, prior: dict) -> pd.DataFrame:
+    """Per type, over queries whose value is known: how often the attention's top value is the query's
+    own value, against the prior's top value (what attention would pick if it ignored the query), the
+    mean attention weight on the own value against its prior weight, and how far the attention departs
+    from the prior (mean total variation distance: 0 = the prior itself, 1 = disjoint)."""
+    rows = {}
+    for t, a in attention.items():
+        ids = np.asarray(value_ids[t])
+        known = ids >= 0
+        if not known.any():
+            continue
+        a, ids, p = a[known], ids[known], np.asarray(prior[t])
+        rows[t] = {"queries": int(known.sum()),
+                   "top-1 is own value": float(np.mean(a.argmax(1) == ids)),
+                   "prior top-1 is own value": float(np.mean(np.argmax(p) == ids)),
+                   "weight on own value": float(np.mean(a[np.arange(len(ids)), ids])),
+                   "prior weight on own value": float(np.mean(p[ids])),
+                   "departure from prior": float(np.mean(0.5 * np.abs(a - p).sum(axis=1)))}
+    return pd.DataFrame(rows).T.astype({"queries": int})
+
+
+def disagreements(ranks: dict, first: str, second: str, n: int = 2, seed: int = 0) -> dict:
+    """Queries (text -> image) ranked top-1 by one model and not by the other, both ways.
+
+    ranks[name] (N,): rank of the positive (0 = top-1). Returns {"counts": {"<a> right, <b> wrong":
+    count, ...}, "<a> right, <b> wrong": indices, ...}, `second` right first: n indices of each, drawn
+    with `seed` so the examples do not always come from the file's start."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(ranks[first]), np.asarray(ranks[second])
+    out = {"counts": {}}
+    for right, wrong, ra, rb in ((second, first, b, a), (first, second, a, b)):
+        key = f"{right} right, {wrong} wrong"
+        idx = np.flatnonzero((ra == 0) & (rb > 0))
+        out["counts"][key] = int(len(idx))
+        out[key] = np.sort(rng.permutation(idx)[:n]).tolist()
+    return out
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided sign test p-value of `wins` against `losses` (1.0 when there is nothing to compare):
+    are one-sided disagreements between two models more lopsided than a fair coin makes them?"""
+    return float(binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0

@@ -1,0 +1,160 @@
+"""Notebook 05, the confounder made visible (METHOD.md sections 1, 3 to 6): one call per section.
+
+Each section takes the analysed runs (eiclip_core.analysed_runs), computes its measures
+(eiclip_core.analysis), draws and saves its figure (eiclip_core.figures) and returns the tables with
+the record of numbers its reading is computed from (eiclip_core.readings):
+{"figure": path or None, <tables>, "numbers": record, "reading": sentences}. The notebook stays a list
+of calls and ends by writing every section's numbers and reading to <reports_dir>/readings.json.
+"""
+import numpy as np
+import pandas as pd
+
+from eiclip_core import analysis, readings
+from eiclip_core.analysed_runs import MODEL_NAMES, AnalysedRuns
+from eiclip_core.figures import (attention_figure, dictionary_figure, gate_figure, probe_figure,
+                                 retrieval_examples_figure, save_figure, sweep_figure, text_umap_figure)
+
+FIRST, SECOND = MODEL_NAMES["clip-ft"], MODEL_NAMES["ei-clip"]  # the baseline, then the method
+
+
+def _frozen_check(runs: AnalysedRuns, d: dict) -> float:
+    """Mean cosine between D_t and the frozen tower's encoding of the same prompts: 1 when the general
+    words below are encoded in the space of D_t."""
+    from eiclip_core.model import prompt_texts
+
+    model, values = runs.models[SECOND], runs.artifact.values
+    return float(np.mean([np.mean(np.sum(d[t] * analysis.encode_texts(runs.frozen, runs.tokenizer, prompt_texts(
+        t, values[t], model.cfg.prompt), runs.device), axis=1)) for t in model.types]))
+
+
+def section_dictionaries(runs: AnalysedRuns, reports_dir, seed: int = 0, n_values: int = 6) -> dict:
+    """UMAP of D_t next to E_t among general English words; neighbours of prone values before/after."""
+    model, art = runs.models[SECOND], runs.artifact
+    d, e = analysis.dictionaries(model)
+    words = list(analysis.GENERAL_WORDS)
+    word_emb = analysis.encode_texts(runs.frozen, runs.tokenizer, words, runs.device)
+    prone = {t: art.prone[t] for t in model.types}
+    chosen = analysis.highlight_values(art.values, prone, art.counts, model.types, n_values)
+    neighbours = analysis.neighbour_table(d, e, art.values, chosen, words, word_emb)
+    shift = analysis.dictionary_shift(d, e, prone, word_emb)
+    numbers = readings.dictionary_numbers(shift, neighbours, _frozen_check(runs, d),
+                                          analysis.moved_rank_test(analysis.moved_degrees(d, e, prone)))
+    fig = dictionary_figure(d, e, art.values, prone, chosen, words, word_emb, seed)
+    return {"figure": save_figure(fig, reports_dir, "05_dictionaries"), "neighbours": neighbours, "shift": shift,
+            "numbers": numbers, "reading": readings.read_dictionaries(numbers)}
+
+
+def section_text_features(runs: AnalysedRuns, reports_dir, seed: int = 0, types=("brand", "category", "fit"),
+                          max_points: int = 5000) -> dict:
+    """UMAP of validation text features of both models coloured by entity types, with kNN purity.
+
+    At most `max_points` products (a seeded sample; all of a generated split), so the real 32k-product
+    validation split neither fills memory with an N x N similarity matrix nor makes UMAP slow."""
+    types = [t for t in types if t in runs.artifact.all_types]
+    n = len(runs.texts)
+    keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_points]) if n > max_points else np.arange(n)
+    features = {name: emb.text[keep] for name, emb in runs.embeddings.items()}
+    labels = {t: np.asarray(runs.labels(t), dtype=object)[keep] for t in types}
+    purity = analysis.purity_table(features, labels)
+    numbers = readings.purity_numbers(purity, FIRST, SECOND)
+    fig = text_umap_figure(features, labels, seed)
+    return {"figure": save_figure(fig, reports_dir, "05_text_features"), "purity": purity, "numbers": numbers,
+            "reading": readings.read_text_features(numbers)}
+
+
+def section_gates(runs: AnalysedRuns, reports_dir) -> dict:
+    """The CESM gates g_t of EI-CLIP on every validation text: per type and per category."""
+    model = runs.models[SECOND]
+    gates, attention = analysis.gates_and_attention(model, runs.tokenizer, runs.texts, runs.device)
+    table = analysis.gate_table(gates, model.types)
+    by_category = analysis.gate_by_group(gates, model.types, runs.data.products["category"])
+    numbers = readings.gate_numbers(table, by_category)
+    fig = gate_figure(gates, model.types, by_category)
+    return {"figure": save_figure(fig, reports_dir, "05_gates"), "table": table, "by_category": by_category,
+            "attention": attention, "numbers": numbers, "reading": readings.read_gates(numbers)}
+
+
+def _attention_examples(runs: AnalysedRuns, attention: dict, entity_type: str, n: int, seed: int) -> list:
+    """n example queries of one type (seeded; queries with a prone value first) for attention_figure."""
+    art = runs.artifact
+    own = art.value_ids("validation")[entity_type]
+    known = np.flatnonzero(own >= 0)
+    prone = known[art.prone[entity_type][own[known]]]
+    pool = prone if len(prone) >= n else known
+    picks = np.sort(np.random.default_rng(seed).permutation(pool)[:n])
+    return [{"text": runs.texts[q], "type": entity_type, "values": art.values[entity_type],
+             "attention": attention[entity_type][q], "prior": art.prior[entity_type], "own": int(own[q])}
+            for q in picks]
+
+
+def section_attention(runs: AnalysedRuns, reports_dir, attention: dict, entity_type: str = "brand", n: int = 3,
+                      seed: int = 0) -> dict:
+    """Attention over one dictionary for n example queries (seeded, prone values first), and how often
+    the attention's top value is the query's own value for every type."""
+    art = runs.artifact
+    table = analysis.attention_table(attention, art.value_ids("validation"), art.prior)
+    numbers = readings.attention_numbers(table)
+    fig = attention_figure(_attention_examples(runs, attention, entity_type, n, seed))
+    return {"figure": save_figure(fig, reports_dir, "05_attention"), "table": table, "numbers": numbers,
+            "reading": readings.read_attention(numbers)}
+
+
+def section_probe(runs: AnalysedRuns, reports_dir, n_queries: int = 200, seed: int = 0) -> dict:
+    """The counterfactual probe (eiclip_core.probe) for CLIP-FT and EI-CLIP on the same swaps."""
+    from eiclip_core import probe
+
+    art = runs.artifact
+    models = {name: (runs.encoder(name), runs.gallery(name), runs.embeddings[name].text) for name in runs.models}
+    summary, details = probe.run_probe(models, runs.texts, art.mentions("validation"), art.value_ids("validation"),
+                                       art.values, probe.PROBE_TYPES, n_queries=n_queries, seed=seed)
+    examples = pd.concat([df.head(2).assign(type=t) for (t, name), df in details.items() if name == SECOND])
+    numbers = readings.probe_numbers(summary, FIRST, SECOND)
+    return {"figure": save_figure(probe_figure(summary), reports_dir, "05_probe"), "table": summary,
+            "examples": examples[["type", "text", "swapped"]].reset_index(drop=True), "numbers": numbers,
+            "reading": readings.read_probe(numbers)}
+
+
+def _disagreement_cases(runs: AnalysedRuns, found: dict, k: int) -> list:
+    """Both models' top k for every example query of `found` (analysis.disagreements), each labelled with
+    its group and the model, for retrieval_examples_figure."""
+    from eiclip_core.evaluate import retrieval_examples
+
+    cases = []
+    for key in list(found)[1:]:
+        for q in found[key]:
+            for name in runs.models:
+                (case,) = retrieval_examples(runs.embeddings[name], runs.texts, k=k, queries=[q])
+                cases.append({**case, "label": f"{key}\n{name}"})
+    return cases
+
+
+def section_examples(runs: AnalysedRuns, reports_dir, n: int = 2, k: int = 5, seed: int = 0) -> dict:
+    """Text -> image queries CLIP-FT gets wrong and EI-CLIP right (top-1), and the reverse."""
+    from eiclip_core.metrics import positive_ranks
+
+    pids = runs.data.products["product_id"].to_numpy()
+    ranks = {name: positive_ranks(runs.embeddings[name].text, runs.gallery(name), pids, pids) for name in runs.models}
+    found = analysis.disagreements(ranks, FIRST, SECOND, n=n, seed=seed)
+    cases = _disagreement_cases(runs, found, k)
+    path = None
+    if cases:
+        title = f"Text -> image retrieval: top {k} (green frame = the query's product)"
+        fig = retrieval_examples_figure(cases, lambda p: runs.data.image(int(runs.data.first_row[p])), title)
+        path = save_figure(fig, reports_dir, "05_examples")
+    counts = found["counts"]
+    p = analysis.sign_test(counts[f"{SECOND} right, {FIRST} wrong"], counts[f"{FIRST} right, {SECOND} wrong"])
+    numbers = readings.examples_numbers(counts, FIRST, SECOND, len(pids), p)
+    return {"figure": path, "counts": counts, "numbers": numbers, "reading": readings.read_examples(numbers)}
+
+
+def section_sweep(profile, data_dir, reports_dir, seed: int = 0, device="cpu") -> dict:
+    """EI-CLIP's gain over CLIP-FT against the generator's confounding knob (eiclip_core.sweep)."""
+    from eiclip_core import sweep
+
+    if profile.real_data or not profile.confounding_sweep:
+        numbers = readings.sweep_numbers(profile.name, None, {})
+        return {"figure": None, "table": None, "numbers": numbers, "reading": readings.read_sweep(numbers)}
+    table = sweep.run_sweep(profile, data_dir, seed, device)
+    numbers = readings.sweep_numbers(profile.name, table, sweep.trend(table))
+    return {"figure": save_figure(sweep_figure(table), reports_dir, "05_sweep"), "table": table,
+            "numbers": numbers, "reading": readings.read_sweep(numbers)}

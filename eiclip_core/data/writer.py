@@ -1,0 +1,105 @@
+"""Write a Fashion-Gen split product by product: images streamed in chunks, text at the end, atomically.
+
+`FashionGenWriter` is the general-purpose writer of the schema the reader checks (fashiongen.py):
+`input_image` (N, P, P, 3) uint8; `input_productID`, `index` (N, 1) and `index_2` (N,) integers; the
+eleven text keys (N, 1) fixed-width latin-1 byte strings; `input_msrpUSD` (N, 1) float32; one row per
+image, the rows of a product contiguous. Images go to a resizable dataset chunked one row per chunk
+(the reader reads one row at a time) through a small buffer, so memory does not grow with the
+number of images; the text of a product is one short record, kept until `finish` writes the columns
+(their fixed width is the longest value, known only at the end), also in slices of rows.
+
+The file is written under a temporary name beside the destination and renamed over it only when
+complete (eiclip_core.io.atomic_path): an interrupted or failed write leaves no half-written file.
+Same products in the same order give the same bytes (no timestamps, fixed creation properties).
+
+    with open_writer("out/train.h5", image_size=256) as w:
+        w.add(product_id=17, views=views, text={"name": "Red shirt", "description": "..."})
+"""
+import contextlib
+
+import numpy as np
+
+from eiclip_core.data.fashiongen import IMAGE_KEY, STRING_KEYS
+from eiclip_core.io import atomic_path
+
+# text key of a product record -> HDF5 key; `concat_description` and `pose` are optional
+TEXT_KEYS = {key[len("input_"):]: key for key in STRING_KEYS}
+
+
+@contextlib.contextmanager
+def open_writer(dest, image_size: int, buffer_rows: int = 64):
+    """A FashionGenWriter on a temporary file, renamed to `dest` when the block ends without error."""
+    import h5py
+
+    with atomic_path(dest) as tmp:
+        # fixed creation properties and no timestamps: the same products give the same bytes
+        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+            writer = FashionGenWriter(f, image_size, buffer_rows)
+            yield writer
+            writer.finish()
+
+
+class FashionGenWriter:
+    """One split file being written (see open_writer): `add` products in file order."""
+
+    def __init__(self, h5file, image_size: int, buffer_rows: int = 64):
+        self.size = int(image_size)
+        self._file = h5file
+        self._images = h5file.create_dataset(
+            IMAGE_KEY, shape=(0, self.size, self.size, 3), maxshape=(None, self.size, self.size, 3),
+            chunks=(1, self.size, self.size, 3), dtype=np.uint8, track_times=False)
+        self._buffer = np.empty((buffer_rows, self.size, self.size, 3), np.uint8)
+        self._buffered = 0
+        self.n_rows = 0  # image rows written or buffered
+        self._products = []  # (product_id, n_views, text dict)
+
+    @property
+    def n_products(self) -> int:
+        return len(self._products)
+
+    def add(self, product_id: int, views: np.ndarray, text: dict) -> None:
+        """Append one product: its views (k, P, P, 3) uint8 and its text (keys of TEXT_KEYS, latin-1)."""
+        if views.ndim != 4 or views.shape[1:] != (self.size, self.size, 3) or len(views) == 0:
+            raise ValueError(f"views of product {product_id} have shape {views.shape}, "
+                             f"expected (k >= 1, {self.size}, {self.size}, 3)")
+        unknown = set(text) - set(TEXT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown text key(s) {sorted(unknown)}")
+        for view in views:
+            if self._buffered == len(self._buffer):
+                self._flush()
+            self._buffer[self._buffered] = view
+            self._buffered += 1
+        self.n_rows += len(views)
+        self._products.append((int(product_id), len(views), text))
+
+    def _flush(self) -> None:
+        start = self._images.shape[0]
+        self._images.resize(start + self._buffered, axis=0)
+        self._images[start:start + self._buffered] = self._buffer[:self._buffered]
+        self._buffered = 0
+
+    def finish(self) -> None:
+        """Write the last images and every per-row column (called by open_writer)."""
+        if self._buffered:
+            self._flush()
+        views = np.array([k for _, k, _ in self._products], dtype=np.int64)
+        ids = np.repeat(np.array([p for p, _, _ in self._products], dtype=np.int64), views)
+        id_dtype = np.int32 if ids.size == 0 or np.abs(ids).max() < 2 ** 31 else np.int64
+        put = lambda key, arr: self._file.create_dataset(key, data=arr, track_times=False)  # noqa: E731
+        put("input_productID", ids.astype(id_dtype).reshape(-1, 1))
+        for field, key in TEXT_KEYS.items():
+            self._put_strings(key, [t.get(field, "").encode("latin-1") for _, _, t in self._products], views)
+        put("input_msrpUSD", np.zeros((self.n_rows, 1), np.float32))  # prices are not imported: 0 = unknown
+        put("index", np.arange(self.n_rows, dtype=np.int64).reshape(-1, 1))
+        put("index_2", np.arange(self.n_rows, dtype=np.int64))  # 1-D, as in the real files
+
+    def _put_strings(self, key: str, per_product: list, views: np.ndarray, slice_rows: int = 65536) -> None:
+        """(N, 1) fixed-width byte strings, one per row (a product's value on each of its rows), written
+        in slices so that a long column of long descriptions is never held whole."""
+        width = max([1] + [len(b) for b in per_product])
+        dset = self._file.create_dataset(key, shape=(self.n_rows, 1), dtype=f"S{width}", track_times=False)
+        per_row = (b for b, k in zip(per_product, views) for _ in range(k))
+        for start in range(0, self.n_rows, slice_rows):
+            block = [next(per_row) for _ in range(min(slice_rows, self.n_rows - start))]
+            dset[start:start + len(block)] = np.array(block, dtype=f"S{width}").reshape(-1, 1)

@@ -1,0 +1,190 @@
+"""Figures of notebook 05: the confounder made visible (METHOD.md sections 1, 3 to 6).
+
+UMAP (umap-learn) is imported once per process (its numba compile costs ~15 s on 2 cores the first
+time) and always run with a fixed random_state and n_jobs=1, so the same seed draws the same picture.
+"""
+import textwrap
+import warnings
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from eiclip_core.analysis import unit_rows
+
+TYPE_COLOURS = dict(zip(("brand", "category", "subcategory", "composition", "season", "fit"),
+                        ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
+
+_UMAP = None
+
+
+def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, metric: str = "cosine") -> np.ndarray:
+    """2-D UMAP of the rows of x (float32 (N, 2)); same seed, same coordinates (n_jobs=1)."""
+    global _UMAP
+    if _UMAP is None:  # the import compiles numba code: once per process
+        import umap
+
+        _UMAP = umap.UMAP
+    x = np.asarray(x, dtype=np.float32)
+    with warnings.catch_warnings():  # tiny inputs make umap warn about its spectral init; harmless
+        warnings.simplefilter("ignore")
+        reducer = _UMAP(n_components=2, n_neighbors=max(2, min(n_neighbors, len(x) - 1)), metric=metric,
+                        min_dist=0.1, random_state=seed, n_jobs=1)
+        return reducer.fit_transform(x).astype(np.float32)
+
+
+def dictionary_figure(d: dict, e: dict, values: dict, prone: dict, chosen: list, words, word_emb,
+                      seed: int = 0):
+    """UMAP of D_t (left) and E_t (right) in one shared 2-D map, with the general words in grey.
+
+    One UMAP of the union keeps the panels comparable: a value's move from left to right is the EALM's
+    rectification. Points are coloured by type; confounding-prone values are drawn as crosses and the
+    chosen values are labelled in both panels."""
+    types = list(d)
+    sizes = [len(d[t]) for t in types]
+    xy = umap_2d(np.concatenate([np.concatenate([d[t] for t in types]), np.concatenate([e[t] for t in types]),
+                                 unit_rows(word_emb)]), seed=seed)
+    n = sum(sizes)
+    parts = {"D": xy[:n], "E": xy[n:2 * n]}
+    wxy = xy[2 * n:]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6), sharex=True, sharey=True)
+    for ax, (key, title) in zip(axes, (("D", "D_t: entity values, frozen text tower (before)"),
+                                       ("E", "E_t: rectified by the EALM (after)"))):
+        ax.scatter(wxy[:, 0], wxy[:, 1], s=10, c="lightgrey", label="general English words")
+        for j in range(0, len(words), 4):  # a quarter of the words named: enough to read the map
+            ax.annotate(words[j], wxy[j], fontsize=7, color="grey")
+        start = 0
+        for t, size in zip(types, sizes):
+            pts = parts[key][start:start + size]
+            flags = np.asarray(prone[t], bool)
+            colour = TYPE_COLOURS.get(t, "black")
+            ax.scatter(pts[~flags, 0], pts[~flags, 1], s=18, c=colour, alpha=0.8, label=t)
+            ax.scatter(pts[flags, 0], pts[flags, 1], s=40, c=colour, marker="X", edgecolors="black",
+                       linewidths=0.6)
+            for ct, ci in chosen:
+                if ct == t:
+                    ax.annotate(values[t][ci], pts[ci], fontsize=9, weight="bold", xytext=(4, 4),
+                                textcoords="offset points")
+            start += size
+        ax.scatter([], [], s=40, c="white", marker="X", edgecolors="black", label="confounding-prone")
+        ax.set_title(title)
+        ax.set_xlabel("UMAP 1")
+    axes[0].set_ylabel("UMAP 2")
+    axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, title="entity type")
+    fig.suptitle("Entity dictionaries before and after the EALM, among general English words")
+    fig.tight_layout()
+    return fig
+
+
+def text_umap_figure(features: dict, labels: dict, seed: int = 0, top: int = 8):
+    """Rows = models, columns = entity types: UMAP of validation text features coloured by the value of
+    the type (the `top` most frequent values; the rest and missing in grey). One UMAP per model."""
+    models, types = list(features), list(labels)
+    fig, axes = plt.subplots(len(models), len(types), figsize=(4.2 * len(types), 3.8 * len(models)),
+                             squeeze=False)
+    cmap = matplotlib.colormaps["tab10"]
+    for r, m in enumerate(models):
+        xy = umap_2d(features[m], seed=seed)
+        for c, t in enumerate(types):
+            ax = axes[r, c]
+            lab = pd.Series(list(labels[t]), dtype=object)
+            frequent = lab[lab.notna() & (lab != "")].value_counts(sort=True).index[:top]
+            rest = ~lab.isin(frequent).to_numpy()
+            ax.scatter(xy[rest, 0], xy[rest, 1], s=6, c="lightgrey", label="other / missing")
+            for j, v in enumerate(sorted(frequent)):
+                sel = (lab == v).to_numpy()
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(j % 10), label=str(v)[:18])
+            ax.set_title(f"{m}: coloured by {t}")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == len(models) - 1:
+                ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=3, markerscale=2)
+    fig.suptitle("Validation text features (UMAP)")
+    fig.tight_layout()
+    return fig
+
+
+def gate_figure(gates: np.ndarray, types, by_group: pd.DataFrame, group_name: str = "category"):
+    """Left: distribution of each CESM gate g_t; right: mean g_t per group (heatmap)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    ax1.boxplot([gates[:, j] for j in range(gates.shape[1])], showfliers=False)
+    ax1.set_xticks(range(1, len(types) + 1), list(types), rotation=30)
+    ax1.set_ylim(0, 1)
+    ax1.set_ylabel("gate g_t (1 = intervene)")
+    ax1.set_title("CESM gates per entity type (validation texts)")
+    im = ax2.imshow(by_group.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax2.set_xticks(range(by_group.shape[1]), list(by_group.columns), rotation=30)
+    ax2.set_yticks(range(by_group.shape[0]), [str(g)[:24] for g in by_group.index])
+    for (i, j), v in np.ndenumerate(by_group.to_numpy()):
+        ax2.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    ax2.set_title(f"mean gate per {group_name}")
+    fig.colorbar(im, ax=ax2, label="mean g_t")
+    fig.tight_layout()
+    return fig
+
+
+def attention_figure(examples: list, top: int = 8):
+    """One panel per example query: its attention over one dictionary (top values and the query's own
+    value) against the prior.
+
+    examples: dicts with keys text, type, values (list), attention (|V|,), prior (|V|,), own (index or -1)."""
+    fig, axes = plt.subplots(1, len(examples), figsize=(4.3 * len(examples), 4.2), squeeze=False)
+    for ax, ex in zip(axes[0], examples):
+        order = np.argsort(-np.asarray(ex["attention"]), kind="stable")[:top]
+        if ex["own"] >= 0 and ex["own"] not in order:  # the query's own value is always shown
+            order = np.append(order[:top - 1], ex["own"])
+        order = order[::-1]
+        y = np.arange(len(order))
+        ax.barh(y - 0.2, np.asarray(ex["attention"])[order], height=0.4, label="attention a_t")
+        ax.barh(y + 0.2, np.asarray(ex["prior"])[order], height=0.4, color="lightgrey", label="prior P_t")
+        names = [ex["values"][i] + (" (own)" if i == ex["own"] else "") for i in order]
+        ax.set_yticks(y, names, fontsize=8)
+        ax.set_xlabel("weight")
+        own = ex["values"][ex["own"]] if ex["own"] >= 0 else "unknown"
+        ax.set_title(f"own {ex['type']}: {own}\n" + textwrap.fill(ex["text"][:120], 44), fontsize=8)
+    axes[0, 0].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Where the intervention looks: attention over a dictionary for example queries")
+    fig.tight_layout()
+    return fig
+
+
+def probe_figure(table: pd.DataFrame):
+    """Bars: % of top-10 with the new value before and after the swap, per type and model (probe.run_probe)."""
+    types = list(dict.fromkeys(table["type"]))
+    models = list(dict.fromkeys(table["model"]))
+    fig, ax = plt.subplots(figsize=(2.6 * len(types) + 2, 4))
+    width = 0.8 / (2 * len(models))
+    x = np.arange(len(types))
+    for j, m in enumerate(models):
+        sub = table[table["model"] == m].set_index("type").reindex(types)
+        for s, (col, hatch) in enumerate((("top-10 before %", "//"), ("top-10 after %", ""))):
+            pos = x + (2 * j + s - len(models) + 0.5) * width
+            ax.bar(pos, sub[col], width=width, color=f"C{j}", alpha=0.5 if s == 0 else 1.0, hatch=hatch,
+                   label=f"{m}, {'original query' if s == 0 else 'swapped query'}")
+    chance = table.drop_duplicates("type").set_index("type").reindex(types)["chance %"]
+    ax.scatter(x, chance, marker="_", s=400, color="black", label="chance (share in the gallery)", zorder=3)
+    ax.set_xticks(x, types)
+    ax.set_ylabel("% of top-10 with the new value")
+    ax.set_title("Counterfactual probe: swap one entity value in the query")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def sweep_figure(table: pd.DataFrame):
+    """Left: mean recall of both rows against the confounding knob; right: EI-CLIP's gain."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for col in [c for c in table.columns if c.startswith("mean R ")]:
+        ax1.plot(table["confounding"], table[col], marker="o", label=col[len("mean R "):])
+    ax1.set_xlabel("generator confounding knob")
+    ax1.set_ylabel("mean recall (%), full protocol")
+    ax1.set_title("Retrieval on generated data")
+    ax1.legend()
+    ax2.axhline(0, color="grey", lw=0.8)
+    ax2.plot(table["confounding"], table["gain"], marker="o", color="black")
+    ax2.set_xlabel("generator confounding knob")
+    ax2.set_ylabel("EI-CLIP - CLIP-FT (points)")
+    ax2.set_title("EI-CLIP gain against confounding")
+    fig.tight_layout()
+    return fig

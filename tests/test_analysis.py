@@ -1,0 +1,90 @@
+"""Measures of notebook 05 (eiclip_core.analysis) on hand-made cases whose answer is known."""
+import numpy as np
+import pytest
+
+from eiclip_core import analysis
+
+
+def _clusters(n=40, d=16, seed=0):
+    """Two well separated clusters of unit vectors, labels 'a' / 'b'."""
+    rng = np.random.default_rng(seed)
+    centres = np.eye(d, dtype=np.float32)[:2] * 5
+    x = np.concatenate([centres[0] + 0.5 * rng.normal(size=(n, d)), centres[1] + 0.5 * rng.normal(size=(n, d))])
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), np.array(["a"] * n + ["b"] * n)
+
+
+def dictionaries(seed=0):
+    """Hand-made D_t and E_t (E = D plus noise) of two types, with prone flags and counts."""
+    rng = np.random.default_rng(seed)
+    values = {"brand": ["olive", "arrow", "zorblax", "other"], "fit": ["slim", "relaxed", "other"]}
+    d = {t: analysis.unit_rows(rng.normal(size=(len(v), 8))) for t, v in values.items()}
+    e = {t: analysis.unit_rows(x + 0.3 * rng.normal(size=x.shape)) for t, x in d.items()}
+    prone = {"brand": np.array([True, True, False, False]), "fit": np.array([False, True, False])}
+    counts = {"brand": np.array([5, 9, 7, 1]), "fit": np.array([4, 3, 1])}
+    return values, d, e, prone, counts
+
+
+def test_knn_purity_and_nearest_words():
+    x, labels = _clusters()
+    assert analysis.knn_purity(x, labels, k=5) == 1.0
+    mixed = np.array(["a", "b"] * 40)  # labels unrelated to the clusters: about one half
+    assert 0.3 < analysis.knn_purity(x, mixed, k=5) < 0.7
+    with_missing = labels.astype(object)
+    with_missing[:39] = None  # one labelled 'a' left: its neighbours are all 'b'
+    assert analysis.knn_purity(x, with_missing, k=1) == pytest.approx(40 / 41)
+    assert np.isnan(analysis.knn_purity(x[:3], [None, "a", None]))
+    words = ["east", "north", "west"]
+    emb = np.array([[1, 0], [0, 1], [-1, 0]], np.float32)
+    near = analysis.nearest_words(np.array([[0.9, 0.1], [-0.2, 1.0]], np.float32), emb, words, k=2)
+    assert [w for w, _ in near[0]] == ["east", "north"] and [w for w, _ in near[1]] == ["north", "west"]
+    assert near[0][0][1] == pytest.approx(0.9 / np.hypot(0.9, 0.1))
+
+
+def test_gate_and_attention_tables():
+    gates = np.array([[0.9, 0.1], [0.7, 0.3], [0.8, 0.2]])
+    table = analysis.gate_table(gates, ["brand", "season"])
+    assert list(table.index) == ["brand", "season"] and table.loc["brand", "mean"] == pytest.approx(0.8)
+    by = analysis.gate_by_group(gates, ["brand", "season"], ["tops", "tops", "bags"])
+    assert by.loc["tops", "season"] == pytest.approx(0.2) and list(by.index) == ["bags", "tops"]
+
+    attention = {"brand": np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])}
+    prior = {"brand": np.array([0.5, 0.3, 0.2])}
+    at = analysis.attention_table(attention, {"brand": np.array([0, 0, -1])}, prior)
+    assert at.loc["brand", "queries"] == 2
+    assert at.loc["brand", "top-1 is own value"] == 0.5 and at.loc["brand", "prior top-1 is own value"] == 1.0
+    assert at.loc["brand", "weight on own value"] == pytest.approx(0.4)
+    assert at.loc["brand", "departure from prior"] == pytest.approx((0.2 + 0.5) / 2)  # total variation per query
+    same = analysis.attention_table({"brand": np.tile(prior["brand"], (3, 1))}, {"brand": np.array([0, 1, 2])}, prior)
+    assert same.loc["brand", "departure from prior"] == 0
+
+
+def test_disagreements_and_sign_test():
+    ranks = {"clip-ft": np.array([0, 3, 0, 2, 0]), "ei-clip": np.array([1, 0, 0, 0, 0])}
+    ex = analysis.disagreements(ranks, "clip-ft", "ei-clip", n=5)
+    assert ex["counts"] == {"ei-clip right, clip-ft wrong": 2, "clip-ft right, ei-clip wrong": 1}
+    assert ex["ei-clip right, clip-ft wrong"] == [1, 3] and ex["clip-ft right, ei-clip wrong"] == [0]
+    assert analysis.sign_test(0, 0) == 1.0
+    assert analysis.sign_test(10, 0) == pytest.approx(2 * 0.5 ** 10)  # two-sided, all one way
+    assert analysis.sign_test(6, 4) > 0.5
+
+
+def test_dictionary_tables_and_rank_test():
+    values, d, e, prone, counts = dictionaries()
+    chosen = analysis.highlight_values(values, prone, counts, ["brand", "fit"], n=3)
+    assert chosen == [("brand", 1), ("fit", 1), ("brand", 0)]  # prone only, most frequent of each type in turn
+    words = list(analysis.GENERAL_WORDS[:20])
+    word_emb = analysis.unit_rows(np.random.default_rng(1).normal(size=(20, 8)))
+    nt = analysis.neighbour_table(d, e, values, chosen, words, word_emb, k=3)
+    assert list(nt["value"]) == ["arrow", "relaxed", "olive"] and nt["before (D_t)"].str.count(",").eq(2).all()
+    shift = analysis.dictionary_shift(d, e, prone, word_emb)
+    assert shift.loc["prone", "n"] == 3 and shift.loc["not prone", "n"] == 2  # "other" rows left out
+    assert shift["moved (degrees)"].gt(5).all()
+    moved = analysis.moved_degrees(d, e, prone)
+    assert shift.loc["prone", "moved (degrees)"] == pytest.approx(moved["prone"].mean())
+    assert analysis.dictionary_shift(d, d, prone, word_emb)["moved (degrees)"].eq(0).all()
+    assert analysis.angles_degrees(np.array([1.0, 0.0]), np.array([1.0, 1.0]))[0] == pytest.approx(45)
+    assert analysis.moved_rank_test(analysis.moved_degrees(d, d, prone)) == 1.0  # nothing moved: no difference
+    apart = {"prone": np.arange(10) + 20.0, "not prone": np.arange(10.0)}
+    assert analysis.moved_rank_test(apart) < 0.001
+    assert analysis.moved_rank_test({"prone": np.arange(10.0), "not prone": np.arange(10.0) + 0.5}) > 0.5
+    assert analysis.moved_rank_test({"prone": np.arange(3.0)}) is None

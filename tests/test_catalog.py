@@ -1,0 +1,476 @@
+"""`eiclip import-catalog`: presets and mappings import their layouts into files the kit reads, split by
+product and deterministically; bad input is one line naming the row, exit status 2, nothing written.
+
+Fixtures follow the documented layouts in a few rows, with small JPEGs written here:
+H&M `articles.csv` + `images/<3 digits>/<10-digit id>.jpg`; ABO listings JSON Lines with
+language-tagged text + `images/metadata/images.csv` + `images/small/<path>`; a shop's own CSV or JSONL.
+"""
+import csv
+import hashlib
+import json
+import multiprocessing
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from eiclip_core.cli import main
+from eiclip_core.data import FashionGen
+from eiclip_core.data.check import check_file
+from eiclip_core.data.images import square_image
+from eiclip_core.data.importer import ImportSettings, import_catalog
+from eiclip_core.data.latin1 import TextPolicy
+from eiclip_core.errors import KitError
+
+COLOURS = [(200, 30, 40), (30, 60, 190), (40, 150, 60), (20, 20, 20), (230, 200, 40)]
+
+
+def jpeg(path: Path, colour, size=(24, 32)) -> Path:
+    """A small JPEG of one colour with a darker band, so that views differ."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((size[1], size[0], 3), colour, np.uint8)
+    pixels[: size[1] // 4] //= 2
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+def write_csv(path: Path, header: list, rows: list, encoding="utf-8") -> Path:
+    with open(path, "w", newline="", encoding=encoding) as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+HM_COLUMNS = ["article_id", "product_code", "prod_name", "product_type_no", "product_type_name",
+              "product_group_name", "colour_group_name", "department_name", "index_name", "section_name",
+              "garment_group_name", "detail_desc"]
+HM_TYPES = [("Vest top", "Garment Upper body"), ("Trousers", "Garment Lower body"), ("Sneakers", "Shoes")]
+
+
+def hm_catalog(root: Path, n_codes=6, colours=2) -> tuple:
+    """articles.csv (n_codes products in `colours` colours each) and images/<3 digits>/<id>.jpg."""
+    rows = []
+    for c in range(n_codes):
+        code = f"{108775 + c:07d}"
+        kind, group = HM_TYPES[c % len(HM_TYPES)]
+        for k in range(colours):
+            article = f"{code}{k + 1:03d}"
+            colour = ["Black", "White", "Dark Blue"][k % 3]
+            jpeg(root / "images" / article[:3] / f"{article}.jpg", COLOURS[(c + k) % 5])
+            desc = "" if c == 1 else f"Soft jersey {kind.lower()} with a café’s finish — size {c}."
+            rows.append([article, code, f"Model {c} {kind}", "253", kind, group, colour, "Jersey Basic",
+                         "Ladieswear", "Womens Everyday Basics", "Jersey Basic", desc])
+    return write_csv(root / "articles.csv", HM_COLUMNS, rows), root / "images"
+
+
+def _tagged(*pairs):
+    return [{"language_tag": tag, "value": value} for tag, value in pairs]
+
+
+def abo_catalog(root: Path, n=8) -> tuple:
+    """listings.jsonl (ABO layout) and images/{metadata/images.csv, small/<path>}."""
+    images, listings = [], []
+    for i in range(n):
+        ids = [f"{i:02d}mainImg{i}"] + [f"{i:02d}other{k}" for k in range(i % 3)]
+        for k, image_id in enumerate(ids):
+            path = f"{image_id[:2]}/{image_id}.jpg"
+            jpeg(root / "images" / "small" / path, COLOURS[(i + k) % 5], size=(30, 20))
+            images.append([image_id, 20, 30, path])
+        name = _tagged(("de_DE", f"Schuh {i}"), ("en_US", f"Walking shoe {i}"), ("en_GB", f"Walking trainer {i}"))
+        if i == 2:
+            name = _tagged(("fr_FR", "Chaussure"), ("en_GB", "Running trainer 2"))
+        listing = {"item_id": f"B0{i:08d}X", "item_name": name, "main_image_id": ids[0],
+                   "brand": _tagged(("en_US", ["Amazon Basics", "Rivet"][i % 2])),
+                   "product_type": [{"value": "SHOES"}],
+                   "bullet_point": _tagged(("en_US", "Breathable mesh upper"), ("de_DE", "Atmungsaktiv"),
+                                           ("en_US", "Rubber sole.")),
+                   "node": [{"node_id": 100 + i, "node_name": "/Categories/Shoes/Men/Sneakers"}],
+                   "material": _tagged(("en_US", "Polyester"))}
+        if len(ids) > 1:
+            listing["other_image_id"] = ids[1:]
+        listings.append(listing)
+    (root / "images" / "metadata").mkdir(parents=True, exist_ok=True)
+    write_csv(root / "images" / "metadata" / "images.csv", ["image_id", "height", "width", "path"], images)
+    table = root / "listings.jsonl"
+    table.write_text("".join(json.dumps(x) + "\n" for x in listings), encoding="utf-8")
+    return table, root / "images"
+
+
+SHOP_MAPPING = {"product_id": "sku", "name": "title", "description": ["summary", "details"], "brand": "brand",
+                "category": "family", "subcategory": "type", "composition": "material", "image": "pictures"}
+
+
+def shop_catalog(root: Path, n=10, views=2, rows=None) -> tuple:
+    """products.csv ("|"-separated picture paths), mapping.json; `rows` replaces or adds rows by index."""
+    brands, types = ["Olive", "Arrow", "Maison Kitsuné"], [("TOPS", "SHIRTS", "shirt"), ("BOTTOMS", "TROUSERS", "trousers")]
+    table_rows = []
+    for i in range(n):
+        family, kind, noun = types[i % 2]
+        pics = [f"p{i}/v{k}.jpg" for k in range(1 + i % views)]
+        for k, pic in enumerate(pics):
+            jpeg(root / "img" / pic, COLOURS[(i + k) % 5])
+        table_rows.append([f"SKU-{i:03d}", f"{['Red', 'Blue'][i % 2]} slim {noun} {i}",
+                           f"Product {i}.", "Regular fit", brands[i % 3], family, kind, "100% cotton", "|".join(pics)])
+    for k, row in (rows or {}).items():
+        if k < len(table_rows):
+            table_rows[k] = row
+        else:
+            table_rows.append(row)
+    header = ["sku", "title", "summary", "details", "brand", "family", "type", "material", "pictures"]
+    mapping = root / "mapping.json"
+    mapping.write_text(json.dumps(SHOP_MAPPING), encoding="utf-8")
+    return write_csv(root / "products.csv", header, table_rows), root / "img", mapping
+
+
+def run_cli(*args) -> int:
+    return main(["import-catalog", *map(str, args)])
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def all_products(out: Path) -> dict:
+    return {s: FashionGen(out / f"{s}.h5") for s in ("train", "validation")}
+
+
+# ------------------------------------------------------------------------------------------- presets
+
+
+def test_hm_preset_imports_its_layout(tmp_path, capsys):
+    table, images = hm_catalog(tmp_path / "hm")
+    out = tmp_path / "out"
+    assert run_cli(table, "--images", images, "--out", out, "--preset", "hm", "--image-size", 32,
+                   "--val-fraction", 0.34, "--processes", 2) == 0
+    assert check_file(out / "train.h5") == [] and check_file(out / "validation.h5") == []
+    splits = all_products(out)
+    products = {s: d.products for s, d in splits.items()}
+    assert [len(products[s]) for s in ("train", "validation")] == [8, 4]
+    assert splits["train"].image_shape == (32, 32, 3)
+    first = products["train"].set_index("product_id").loc[108775001]  # ids kept: 0108775001
+    assert first["name"] == "Black Model 0 Vest top" and first["subcategory"] == "Vest top"
+    assert first["category"] == "Garment Upper body" and first["gender"] == "Ladieswear"
+    assert first["department"] == "Jersey Basic" and first["brand"] == "" and first["composition"] == ""
+    assert first["description"] == "Soft jersey vest top with a café's finish - size 0."  # latin-1 policy
+    by_id = {p.product_id: p for df in products.values() for p in df.itertuples()}
+    assert by_id[108776001].text == "Black Model 1 Trousers"  # no description: the text is the name
+    # the colours of one product_code stay in one split
+    code_split = {}
+    for s, df in products.items():
+        for pid in df.product_id:
+            code_split.setdefault(pid // 1000, set()).add(s)
+    assert all(len(v) == 1 for v in code_split.values()) and len(code_split) == 6
+    report = json.loads((out / "import_report.json").read_text())
+    assert report["fields"]["brand"] is None and report["fields"]["name"] == ["colour_group_name", "prod_name"]
+    assert report["text_changes"]["most_replaced"] and report["counts"]["products"] == 12
+    assert "sample-100" in report["warnings"][0]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_abo_preset_picks_english_and_resolves_image_ids(tmp_path):
+    table, images = abo_catalog(tmp_path / "abo")
+    out = tmp_path / "out"
+    result = import_catalog(table, images, out, preset="abo",
+                            settings=ImportSettings(val_fraction=0.25, image_size=24, processes=1))
+    assert check_file(out / "train.h5") == [] and check_file(out / "validation.h5") == []
+    rows = list(csv.DictReader((out / "products.csv").open()))
+    assert [r["source_id"] for r in sorted(rows, key=lambda r: int(r["product_id"]))] == \
+        [f"B0{i:08d}X" for i in range(8)]  # string ids numbered 1.. in table order
+    assert {int(r["images"]) for r in rows} == {1, 2, 3}  # main + other images
+    splits = all_products(out)
+    by_id = {int(p.product_id): p for d in splits.values() for p in d.products.itertuples()}
+    assert by_id[1].name == "Walking shoe 0"  # en_US over de_DE and en_GB
+    assert by_id[3].name == "Running trainer 2"  # no en_US: another English tag, never French
+    assert by_id[1].description == "Breathable mesh upper. Rubber sole."  # English bullet points only
+    assert by_id[1].brand == "Amazon Basics" and by_id[1].category == "SHOES"
+    assert by_id[1].subcategory == "Sneakers" and by_id[1].composition == "Polyester" and by_id[1].season == ""
+    n_views = {int(p): int(k) for d in splits.values() for p, k in zip(d.products.product_id, d.n_views)}
+    assert n_views == {i + 1: 1 + i % 3 for i in range(8)}
+    assert result.report["language"].startswith("en_US")
+
+
+def test_abo_image_id_missing_from_metadata_names_the_row(tmp_path):
+    table, images = abo_catalog(tmp_path / "abo", n=4)
+    lines = table.read_text().splitlines()
+    listing = json.loads(lines[2])
+    listing["main_image_id"] = "nosuchimage"
+    lines[2] = json.dumps(listing)
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(KitError, match=r"listings.jsonl: row 3 \(product B000000002X\): image id 'nosuchimage' "
+                                       r"is not in .*images.csv"):
+        import_catalog(table, images, tmp_path / "out", preset="abo")
+    assert not (tmp_path / "out").exists()
+
+
+def test_custom_mapping_csv_and_one_row_per_image_jsonl(tmp_path):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=10, views=3)
+    out = tmp_path / "csv"
+    import_catalog(table, images, out, mapping, settings=ImportSettings(val_fraction=0.3, image_size=16))
+    products = {p.name: p for d in all_products(out).values() for p in d.products.itertuples()}
+    p4 = products["Red slim shirt 4"]
+    assert p4.description == "Product 4. Regular fit." and p4.brand == "Arrow" and p4.composition == "100% cotton"
+    assert p4.season == p4.gender == p4.department == ""  # unmapped: empty, not invented
+    assert products["Blue slim trousers 5"].brand == "Maison Kitsuné"  # latin-1 kept as is
+    concat = {}
+    for d in all_products(out).values():
+        with h5py.File(d.path, "r") as f:
+            column = f["input_concat_description"][:, 0]
+        concat.update({name: column[row].decode("latin-1") for name, row in zip(d.products.name, d.first_row)})
+    assert concat["Red slim shirt 4"] == "Red slim shirt 4. Product 4. Regular fit. 100% cotton Arrow"
+    # the same catalog, one row per image in JSON Lines with list-valued description cells
+    records = []
+    for row in csv.DictReader(table.open(encoding="utf-8")):
+        for pic in row["pictures"].split("|"):
+            records.append({**row, "pictures": pic, "details": [row["details"]], "summary": [row["summary"]]})
+    jsonl = tmp_path / "shop" / "per-image.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out2 = tmp_path / "jsonl"
+    import_catalog(jsonl, images, out2, mapping, settings=ImportSettings(val_fraction=0.3, image_size=16))
+    for s in ("train", "validation"):
+        a, b = FashionGen(out / f"{s}.h5"), FashionGen(out2 / f"{s}.h5")
+        assert b.products.drop(columns="rows").equals(a.products.drop(columns="rows"))
+        assert a.n_views.tolist() == b.n_views.tolist() and a.n_views.max() == 3
+
+
+def test_parquet_tables_read_like_csv_or_say_what_they_need(tmp_path):
+    import importlib.util
+
+    import pandas as pd
+
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    parquet = tmp_path / "shop" / "products.parquet"
+    if importlib.util.find_spec("pyarrow") is None:
+        parquet.write_bytes(b"PAR1")
+        with pytest.raises(KitError, match="reading Parquet needs pyarrow"):
+            import_catalog(parquet, images, tmp_path / "out", mapping)
+        return
+    pd.read_csv(table, dtype=str, keep_default_na=False).to_parquet(parquet)
+    import_catalog(parquet, images, tmp_path / "pq", mapping, settings=ImportSettings(image_size=16))
+    import_catalog(table, images, tmp_path / "csv", mapping, settings=ImportSettings(image_size=16))
+    assert digest(tmp_path / "pq" / "train.h5") == digest(tmp_path / "csv" / "train.h5")
+
+
+# ----------------------------------------------------------------------------- images, text, split
+
+
+def test_images_are_scaled_and_padded_on_white(tmp_path):
+    wide = jpeg(tmp_path / "wide.jpg", (200, 30, 40), size=(80, 40))
+    img = square_image(wide, 32)
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+    assert (img[:7] >= 250).all() and (img[-7:] >= 250).all()  # white bands above and below
+    assert abs(int(img[20, 16, 0]) - 200) < 12 and img[20, 16, 2] < 60  # the image, centred
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., 2] = 255
+    rgba[:, 5:, 3] = 255  # left half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
+    flat = square_image(tmp_path / "half.png", 10)
+    assert (flat[:, 0] == 255).all() and (flat[:, -1] == [0, 0, 255]).all()
+
+
+def test_text_policy_keeps_latin1_and_replaces_or_drops_the_rest():
+    policy = TextPolicy()
+    assert policy("Appliqué  logo,\n½ µ") == "Appliqué logo, ½ µ"
+    assert policy("e\u0301te\u0301") == "été"  # composed into latin-1
+    assert policy("“Łódź” — ﬁne…") == '"Lódz" - fine...'  # ó is latin-1, Ł and ź are not
+    assert policy("Őrség čaj") == "Orség caj"
+    assert policy("中文 shirt 👕\x00") == "shirt"
+    assert policy("10€ Œuvre™") == "10EUR OEuvre(TM)"
+    summary = policy.summary()
+    assert summary["values_changed"] == 4 and summary["characters_dropped"] == 3  # composing is no change
+    assert "中 (U+4E2D)" in summary["most_dropped"] and "— (U+2014)" in summary["most_replaced"]
+
+
+def test_split_is_by_product_and_deterministic(tmp_path):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=30)
+    files = {}
+    for name, seed, processes in (("a", 3, 1), ("b", 3, 2), ("c", 4, 1)):
+        import_catalog(table, images, tmp_path / name, mapping,
+                       settings=ImportSettings(val_fraction=0.2, seed=seed, image_size=16, processes=processes))
+        files[name] = {s: digest(tmp_path / name / f"{s}.h5") for s in ("train", "validation")}
+    assert files["a"] == files["b"]  # same seed: same bytes, whatever the number of processes
+    ids = {name: {s: set(FashionGen(tmp_path / name / f"{s}.h5").products.product_id) for s in ("train", "validation")}
+           for name in ("a", "c")}
+    for split in ids.values():
+        assert not split["train"] & split["validation"] and len(split["validation"]) == 6
+        assert len(split["train"] | split["validation"]) == 30
+    assert ids["a"]["validation"] != ids["c"]["validation"]  # another seed, another split
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+def _bad_cases(root: Path) -> dict:
+    """case -> (cli arguments, words of the one-line message); each table has exactly one bad row."""
+    cases = {}
+
+    def shop(name, rows=None, mapping=None):
+        table, images, mapping_path = shop_catalog(root / name, n=6, rows=rows)
+        if mapping is not None:
+            mapping_path.write_text(json.dumps(mapping))
+        return [table, "--images", images, "--map", mapping_path]
+
+    good = ["SKU-099", "Green shirt", "Nice.", "", "Olive", "TOPS", "SHIRTS", "100% cotton"]
+    cases["missing image"] = (shop("missing", {3: good + ["p99/none.jpg"]}),
+                              ["row 4 (product SKU-099)", "image file not found", "p99/none.jpg"])
+    broken = root / "broken" / "img" / "p1" / "v0.jpg"
+    cases["unreadable image"] = (shop("broken"), ["row 2 (product SKU-001)", "unreadable image", "v0.jpg"])
+    broken.write_bytes(broken.read_bytes()[:60])  # a truncated JPEG: found when decoding
+    cases["empty text"] = (shop("empty", {2: ["SKU-050", " ", "", "  ", "Olive", "TOPS", "SHIRTS", "", "p0/v0.jpg"]}),
+                           ["row 3 (product SKU-050)", "name and description are both empty"])
+    cases["conflicting duplicate"] = (shop("dup", {6: ["SKU-002", "Other title", "Product 2.", "Regular fit",
+                                                       "Olive", "TOPS", "SHIRTS", "100% cotton", "p0/v0.jpg"]}),
+                                      ["row 7 (product SKU-002)", "repeats row 3 with another name"])
+    escape = shop("escape", {1: good + ["../../outside.jpg"]})
+    jpeg(root / "outside.jpg", COLOURS[0])
+    cases["path escapes"] = (escape, ["row 2 (product SKU-099)", "escapes the images folder"])
+    cases["absolute path"] = (shop("absolute", {5: good + [str(root / "outside.jpg")]}),
+                              ["row 6 (product SKU-099)", "escapes the images folder"])
+    args = shop("latin1")
+    text = Path(args[0]).read_text(encoding="utf-8").replace("SKU-004,Red", "SKU-004,R\udce9d")
+    Path(args[0]).write_bytes(text.encode("utf-8", "surrogateescape"))
+    cases["not UTF-8"] = (args, ["row 5 (product SKU-004)", "not UTF-8", "byte 0xe9", "column 'title'"])
+    cases["missing column"] = (shop("column", mapping={**SHOP_MAPPING, "brand": "Brand"}),
+                               ["mapping.json", "'brand' names column 'Brand'", "products.csv lacks"])
+    return cases
+
+
+BAD_CASES = ("missing image", "unreadable image", "empty text", "conflicting duplicate", "path escapes",
+             "absolute path", "not UTF-8", "missing column")
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, case):
+    args, words = _bad_cases(tmp_path)[case]
+    out = tmp_path / "out"
+    assert run_cli(*args, "--out", out, "--image-size", 16, "--processes", 2) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    for word in words:
+        assert word in err, (word, err)
+    assert not out.exists()
+
+
+def test_skip_bad_leaves_bad_rows_out_and_lists_them(tmp_path, capsys):
+    # one table holding a row of each problem
+    root = tmp_path / "all"
+    good = ["SKU-099", "Green shirt", "Nice.", "", "Olive", "TOPS", "SHIRTS", "100% cotton"]
+    rows = {3: good + ["p99/none.jpg"], 4: ["SKU-050", " ", "", "", "", "", "", "", "p0/v0.jpg"],
+            12: ["SKU-002", "Other title", "x", "", "", "", "", "", "p2/v0.jpg"],
+            13: ["SKU-098", "Grey shirt", "", "", "", "", "", "", "../x.jpg"]}
+    table, images, mapping = shop_catalog(root, n=12, rows=rows)
+    broken = images / "p7" / "v0.jpg"
+    broken.write_bytes(broken.read_bytes()[:60])
+    report = tmp_path / "bad.csv"
+    out = tmp_path / "out"
+    assert run_cli(table, "--images", images, "--out", out, "--map", mapping, "--skip-bad", report,
+                   "--image-size", 16, "--val-fraction", 0.25) == 0
+    listed = list(csv.DictReader(report.open()))
+    by_row = {int(r["row"]): r["problem"] for r in listed}
+    assert "image file not found" in by_row[4] and "both empty" in by_row[5]
+    assert "repeats row 3 with another name" in by_row[13] and by_row[3].startswith("same product as row 13")
+    assert "escapes the images folder" in by_row[14]
+    assert "unreadable image" in by_row[8]
+    kept = {p for s in ("train", "validation") for p in FashionGen(out / f"{s}.h5").products.name}
+    assert len(kept) == 8 and not any(n.startswith(("Other", "Green", "Grey")) for n in kept)
+    assert check_file(out / "train.h5") == [] and check_file(out / "validation.h5") == []
+    summary = json.loads((out / "import_report.json").read_text())
+    assert summary["counts"]["bad_products"] == 5 and summary["skipped"]["report"] == str(report)
+    assert "left out 5 bad product(s)" in capsys.readouterr().out
+
+
+def test_mapping_mistakes_and_an_all_bad_table_are_one_line_each(tmp_path):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=3)
+    out = tmp_path / "out"
+    for spec, message in (({**SHOP_MAPPING, "colour": "c"}, r"mapping.json: unknown key\(s\) colour"),
+                          ({"name": "title"}, "'image' is required"),
+                          ({"image": "pictures"}, "map 'name' or 'description'"),
+                          ({**SHOP_MAPPING, "brand": 3}, "'brand' must be a column name")):
+        mapping.write_text(json.dumps(spec))
+        with pytest.raises(KitError, match=message):
+            import_catalog(table, images, out, mapping)
+    mapping.write_text("{not json")
+    with pytest.raises(KitError, match="mapping.json: unreadable mapping"):
+        import_catalog(table, images, out, mapping)
+    mapping.write_text(json.dumps({**SHOP_MAPPING, "image": "title"}))  # no title is an image path
+    with pytest.raises(KitError, match=r"products.csv: 0 good product\(s\)"):
+        import_catalog(table, images, out, mapping, skip_bad=tmp_path / "bad.csv")
+    assert not out.exists() and not (tmp_path / "bad.csv").exists()
+
+
+def test_interrupted_import_leaves_no_half_written_file(tmp_path, monkeypatch):
+    import eiclip_core.data.importer as importer
+
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=20)
+    real = importer.load_products
+
+    def interrupted(tasks, processes):
+        for k, result in enumerate(real(tasks, processes)):
+            if k == 12:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(importer, "load_products", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        import_catalog(table, images, tmp_path / "out", mapping, settings=ImportSettings(image_size=16, processes=2))
+    assert not (tmp_path / "out").exists()  # no file, no temporary file, not even the folder
+    assert multiprocessing.active_children() == []  # the decoding workers are gone too
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt):
+        import_catalog(table, images, existing, mapping, settings=ImportSettings(image_size=16))
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+def test_a_folder_holding_a_data_set_is_refused(tmp_path):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=4)
+    out = tmp_path / "out"
+    import_catalog(table, images, out, mapping, settings=ImportSettings(image_size=16, val_fraction=0.5))
+    before = digest(out / "train.h5")
+    with pytest.raises(KitError, match="already holds a data set"):
+        import_catalog(table, images, out, mapping, settings=ImportSettings(image_size=16))
+    assert digest(out / "train.h5") == before
+    with pytest.raises(KitError, match="--val-fraction 1.0"):
+        ImportSettings(val_fraction=1.0)
+
+
+# ------------------------------------------------------------------------------------- the whole kit
+
+
+@pytest.mark.slow
+def test_mining_training_and_evaluation_run_on_an_imported_catalog(tmp_path):
+    from eiclip_core.entities import mine_dataset
+    from eiclip_core.evaluate import evaluate_profile
+    from eiclip_core.layout import entities_file
+    from eiclip_core.pipeline import prepare_data
+    from eiclip_core.profiles import get_profile
+    from eiclip_core.config import profile_config
+    from eiclip_core.train import train
+
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=230)  # season, gender, department unmapped
+    data = tmp_path / "data"
+    import_catalog(table, images, data, mapping, settings=ImportSettings(val_fraction=0.45, image_size=32))
+    profile = get_profile("catalog", max_steps=2, batch_size=8, warmup_steps=1)
+    prepare_data(profile, data)  # the catalog profile checks the files and generates nothing
+    assert sorted(p.name for p in data.iterdir()) == ["import_report.json", "products.csv", "train.h5",
+                                                      "validation.h5"]
+    art = mine_dataset(data / "train.h5", data / "validation.h5", entities_file(data), progress=False)
+    assert {"olive", "arrow", "maison kitsuné"} <= set(art.values["brand"])
+    assert art.values["season"] == ["other"] and art.counts["season"].sum() == 0  # unmapped: no values
+    assert art.coverage["subcategory"]["validation"] > 0.9  # "shirt" / "trousers" in the names
+    for row in profile.rows:
+        run = train(profile_config(profile, data, row, 0, "cpu"), progress=False)
+        assert json.loads((run / "done.json").read_text())["steps"] == 2
+    evaluation = evaluate_profile(profile, data, device="cpu")
+    assert {(r["row"], r["protocol"]) for r in evaluation.records} == {
+        (row, protocol) for row in ("zero-shot", "clip-ft", "ei-clip")
+        for protocol in ("full", "full-all-views", "sample-100")}
+    sample = [r for r in evaluation.records if r["protocol"] == "sample-100"]
+    assert all(r["n_queries"] == 104 and 0 <= r["t2i_r1"] <= r["t2i_r10"] <= 100 for r in sample)
+    with pytest.raises(KitError, match="no train file"):
+        prepare_data(profile, tmp_path / "nothing")

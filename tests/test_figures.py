@@ -1,0 +1,139 @@
+"""Figures (eiclip_core.figures): each carries its labels, and `save_figure` writes whole PNGs atomically."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from eiclip_core import figures  # noqa: E402
+from eiclip_core.analysis import GENERAL_WORDS, unit_rows  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _square(colour: str, inches: float = 1.0):
+    fig, ax = plt.subplots(figsize=(inches, inches))
+    ax.set_facecolor(colour)
+    return fig
+
+
+def test_save_figure_writes_a_whole_png_and_replaces_atomically(tmp_path, assert_whole_png):
+    path = figures.save_figure(_square("red"), tmp_path, "a")
+    assert path == tmp_path / "figures" / "a.png"
+    assert_whole_png(path)
+    again = figures.save_figure(_square("red"), tmp_path, "b")
+    assert again.read_bytes() == path.read_bytes()  # same figure, same bytes (no timestamp or software tag)
+
+    bigger = _square("blue", inches=3)
+    figures.save_figure(bigger, tmp_path, "a")  # an existing figure is replaced whole by the new one
+    assert path.read_bytes() == figures.save_figure(bigger, tmp_path, "c").read_bytes() != again.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["a.png", "b.png", "c.png"]  # no temporaries
+
+    before = path.read_bytes()
+    broken = _square("green")
+
+    def fail_half_way(fname, **kwargs):
+        with open(fname, "wb") as f:
+            f.write(before[:100])  # half a PNG, then the draw fails
+        raise RuntimeError("draw failed")
+
+    broken.savefig = fail_half_way
+    with pytest.raises(RuntimeError, match="draw failed"):
+        figures.save_figure(broken, tmp_path, "a")
+    assert path.read_bytes() == before  # the previous figure stays, whole
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_save_figure_closes_only_when_asked(tmp_path):
+    fig = _square("red")
+    figures.save_figure(fig, tmp_path, "open")
+    assert plt.fignum_exists(fig.number)
+    figures.save_figure(fig, tmp_path, "closed", close=True)
+    assert not plt.fignum_exists(fig.number)
+
+
+def test_umap_same_seed_same_coordinates():
+    x = unit_rows(np.random.default_rng(0).normal(size=(60, 8))).astype(np.float32)
+    a, b = figures.umap_2d(x, seed=3), figures.umap_2d(x, seed=3)
+    assert a.shape == (60, 2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, figures.umap_2d(x, seed=4))
+
+
+def test_dictionary_figure_has_its_labels(tmp_path, assert_whole_png):
+    rng = np.random.default_rng(0)
+    values = {"brand": ["olive", "arrow", "zorblax", "other"], "fit": ["slim", "relaxed", "other"]}
+    d = {t: unit_rows(rng.normal(size=(len(v), 8))) for t, v in values.items()}
+    e = {t: unit_rows(x + 0.3 * rng.normal(size=x.shape)) for t, x in d.items()}
+    prone = {"brand": np.array([True, True, False, False]), "fit": np.array([False, True, False])}
+    words = list(GENERAL_WORDS[:20])
+    word_emb = unit_rows(rng.normal(size=(20, 8)))
+    fig = figures.dictionary_figure(d, e, values, prone, [("brand", 1), ("fit", 1), ("brand", 0)], words, word_emb)
+    ax1, ax2 = fig.axes[:2]
+    assert "D_t" in ax1.get_title() and "E_t" in ax2.get_title()
+    legend = [t.get_text() for t in ax2.get_legend().get_texts()]
+    assert {"brand", "fit", "confounding-prone", "general English words"} <= set(legend)
+    assert sum(t.get_text() == "olive" for t in ax1.texts) == 1
+    assert_whole_png(figures.save_figure(fig, tmp_path, "dictionaries"))
+
+
+def test_notebook_05_figures_have_their_labels():
+    x = unit_rows(np.random.default_rng(0).normal(size=(40, 8))).astype(np.float32)
+    fig = figures.text_umap_figure({"CLIP-FT": x, "EI-CLIP": x[::-1].copy()},
+                                   {"brand": np.array(["a", "b"] * 20), "fit": np.array(["slim"] * 30 + [None] * 10)})
+    assert [a.get_title() for a in fig.axes] == ["CLIP-FT: coloured by brand", "CLIP-FT: coloured by fit",
+                                                 "EI-CLIP: coloured by brand", "EI-CLIP: coloured by fit"]
+    gates = np.random.default_rng(0).uniform(size=(30, 3))
+    by = pd.DataFrame([[0.2, 0.4, 0.6], [0.5, 0.5, 0.5]], index=["bags", "tops"], columns=["brand", "fit", "season"])
+    fig = figures.gate_figure(gates, ["brand", "fit", "season"], by)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["brand", "fit", "season"]
+    assert len(fig.axes[1].texts) == 6  # one number per (category, type) cell
+    ex = {"text": "Olive slim-fit shirt", "type": "brand", "values": ["olive", "arrow", "other"],
+          "attention": np.array([0.6, 0.3, 0.1]), "prior": np.array([0.2, 0.5, 0.3]), "own": 0}
+    fig = figures.attention_figure([ex, {**ex, "own": 2}], top=2)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["arrow", "olive (own)"]
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["other (own)", "olive"]  # own value kept
+    assert fig.axes[0].get_title().startswith("own brand: olive\n")
+    table = pd.DataFrame({"type": ["brand", "brand"], "model": ["CLIP-FT", "EI-CLIP"], "chance %": [10.0, 10.0],
+                          "top-10 before %": [0.0, 10.0], "top-10 after %": [30.0, 50.0]})
+    fig = figures.probe_figure(table)
+    assert len(fig.axes[0].patches) == 4 and "EI-CLIP, swapped query" in [
+        t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    sweep = pd.DataFrame({"confounding": [0.0, 0.5, 1.0], "mean R CLIP-FT": [10.0, 9.0, 8.0],
+                          "mean R EI-CLIP": [10.5, 10.0, 10.0], "gain": [0.5, 1.0, 2.0]})
+    fig = figures.sweep_figure(sweep)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["CLIP-FT", "EI-CLIP"]
+    assert fig.axes[1].get_ylabel() == "EI-CLIP - CLIP-FT (points)"
+
+
+def test_retrieval_examples_figure_frames_the_positive():
+    cases = [{"query": 1, "text": "Olive shirt", "top": [0, 1, 2], "rank": 1, "label": "EI-CLIP"},
+             {"query": 4, "text": "Navy coat", "top": [0, 1, 2], "rank": 7}]
+    fig = figures.retrieval_examples_figure(cases, lambda p: np.full((8, 8, 3), 40 * p, np.uint8), title="t")
+    axes = np.array(fig.axes).reshape(2, 5)  # text, top 3, the positive
+    green = matplotlib.colors.to_rgb("limegreen")
+    assert [tuple(ax.spines["top"].get_edgecolor()[:3]) == green for ax in axes[0, 1:4]] == [False, True, False]
+    assert not any(tuple(ax.spines["top"].get_edgecolor()[:3]) == green for ax in axes[1, 1:4])
+    assert axes[0, 2].get_title() == "#2 (positive)" and axes[1, -1].get_title() == "positive: rank 8"
+    assert axes[0, 0].texts[0].get_text().startswith("EI-CLIP\n") and axes[1, 0].texts[0].get_text() == "Navy coat"
+
+
+def test_training_and_recall_figures():
+    logs = pd.DataFrame({"row": ["clip-ft"] * 3 + ["ei-clip"] * 3, "seed": 0, "step": [1, 2, 3] * 2,
+                         "loss": 1.0, "loss_itc": 0.5, "loss_ent": 0.5, "samples_per_s": 10.0})
+    fig = figures.loss_curves_figure(logs)
+    assert [ax.get_title() for ax in fig.axes] == ["total loss", "L_itc", "L_ent (EALM rows)"]
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["clip-ft seed0", "ei-clip seed0"]
+    assert figures.throughput_figure(logs).axes[0].get_ylabel() == "samples / s"
+    columns = [f"{k}{s}" for k in ("i2t_r1", "t2i_r1") for s in ("", "_lo", "_hi")]
+    summary = pd.DataFrame({"row": ["CLIP-FT", "EI-CLIP", "FashionBERT (published)"], "protocol": "full",
+                            **{c: [10.0, 12.0, 20.0] for c in columns}})
+    fig = figures.recall_figure(summary, ["i2t_r1", "t2i_r1"])
+    assert [ax.get_title() for ax in fig.axes] == ["i2t_r1", "t2i_r1"]
+    assert len(fig.axes[0].patches) == 2  # ours only: the published row is left out

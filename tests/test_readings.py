@@ -1,0 +1,341 @@
+"""Notebook 05's readings (eiclip_core.readings): sentences computed from numbers, never beyond them.
+
+(a) Unit tests on small fabricated measures: each reading says what its numbers say, and claims no
+    difference within its tolerance (or, for the retrieval disagreements and the dictionary turns,
+    without its test passing).
+(b) `check_readings_file` checks a readings.json written by notebook 05 (e.g. a smoke run's):
+    every sentence is rebuilt from the recorded numbers and the numbers are consistent with each other;
+    `number_differences` compares two such files number by number with a tolerance.
+"""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eiclip_core import readings
+from eiclip_core.analysis import sign_test
+
+FIRST, SECOND = "CLIP-FT", "EI-CLIP"
+unit = st.floats(0, 1, allow_nan=False)
+
+
+# ------------------------------------------------------------------ fabricated measures
+
+
+def shift_table(prone=(0.19, 0.585, 0.585), other=(0.17, 0.6, 0.6)) -> pd.DataFrame:
+    """analysis.dictionary_shift's table: (moved degrees, cos before, cos after) per group."""
+    cols = ["n", "moved (degrees)", "nearest word cos before", "nearest word cos after"]
+    return pd.DataFrame([[12, *prone], [30, *other]], index=pd.Index(["prone", "not prone"], name="values"),
+                        columns=cols)
+
+
+def neighbour_table(before=("fuel, car", "bird, sky"), after=("fuel, road", "sky, bird")) -> pd.DataFrame:
+    return pd.DataFrame({"before (D_t)": before, "after (E_t)": after})
+
+
+def probe_summary(shifts: dict) -> pd.DataFrame:
+    """run_probe's summary for one type: shift (points) per model."""
+    return pd.DataFrame([{"type": "brand", "model": m, "queries": 50, "chance %": 10.0, "top-10 before %": 5.0,
+                          "top-10 after %": 5.0 + s, "shift (points)": s, "queries moved %": 20.0}
+                         for m, s in shifts.items()])
+
+
+def sweep_table(gains, knob=(0.0, 0.5, 1.0)) -> pd.DataFrame:
+    gains = np.asarray(gains, float)
+    return pd.DataFrame({"confounding": knob[:len(gains)], f"mean R {FIRST}": 50.0, f"mean R {SECOND}": 50.0 + gains,
+                         "gain": gains})
+
+
+def sweep_reading(gains) -> str:
+    from eiclip_core.sweep import trend
+
+    table = sweep_table(gains)
+    return readings.read_sweep(readings.sweep_numbers("smoke", table, trend(table)))
+
+
+def gate_reading(means) -> str:
+    types = [f"t{i}" for i in range(len(means))]
+    table = pd.DataFrame({"mean": means, "std": 0.01}, index=types).sort_values("mean", ascending=False, kind="stable")
+    by_category = pd.DataFrame([means, means], index=["bags", "tops"], columns=types)
+    return readings.read_gates(readings.gate_numbers(table, by_category))
+
+
+# ------------------------------------------------------------------ (a) the readings say what the numbers say
+
+
+def test_compare_reads_numbers_as_printed_and_within_tolerance():
+    assert readings.compare(0.040, 0.039, ("more", "less", "about as"), tol=0.01) == "about as"
+    assert readings.compare(0.060, 0.039, ("more", "less", "about as"), tol=0.01) == "more"
+    assert readings.compare(0.5, 0.5) == "as" and readings.compare(0.4, 0.5) == "less"
+    assert readings.compare(0.5004, 0.5) == "as"  # equal as printed with 3 decimals
+    assert readings.compare(0.112, 0.102, tol=0.01) == "as"  # a printed difference of exactly the tolerance
+    assert readings.compare(0.113, 0.102, tol=0.01) == "more"
+
+
+def test_rounded_records_are_plain_json():
+    record = readings.rounded({"a": np.float32(0.1234567891), "b": [np.int64(3), float("nan"), -1e-9], "c": True})
+    assert record == {"a": 0.123457, "b": [3, None, 0.0], "c": True}
+    assert type(record["b"][0]) is int and str(record["b"][2]) == "0.0"  # no -0.0
+    json.dumps(record, allow_nan=False)
+
+
+def test_dictionary_reading_needs_the_rank_test_and_the_tolerance():
+    unsure = readings.read_dictionaries(readings.dictionary_numbers(shift_table(), neighbour_table(), 0.9996, 0.41))
+    assert "mean cosine 1.000" in unsure
+    assert "E_t turned 0.19 degrees away from D_t" in unsure and "(as close to everyday meaning" in unsure
+    assert "moved prone values about as much as the others (0.19 vs 0.17 degrees; rank test p = 0.41)" in unsure
+    assert "changed for 1 of the 2 values" in unsure  # "bird" -> "sky"; "fuel" stays first
+    sure = readings.read_dictionaries(readings.dictionary_numbers(
+        shift_table(prone=(3.2, 0.6, 0.54)), neighbour_table(), 1.0, 0.001))
+    assert "moved prone values more than the others (3.20 vs 0.17" in sure and "(further from everyday" in sure
+    closer = readings.read_dictionaries(readings.dictionary_numbers(
+        shift_table(prone=(0.1, 0.5, 0.52)), neighbour_table(), 1.0, 0.001))
+    assert "(closer to everyday" in closer and "less than the others" in closer
+    prone_only = readings.dictionary_numbers(shift_table().iloc[:1], neighbour_table(), 1.0, None)
+    alone = readings.read_dictionaries(prone_only)
+    assert "prone values: E_t turned" in alone and "the others" not in alone
+
+
+def test_purity_reading_within_tolerance_and_missing():
+    purity = pd.DataFrame({FIRST: [0.102, 0.336, 0.20, float("nan")], SECOND: [0.102, 0.346, 0.25, 0.3]},
+                          index=["brand", "category", "fit", "season"])
+    lines = readings.read_text_features(readings.purity_numbers(purity, FIRST, SECOND)).split("\n")
+    assert "groups texts of the same brand about as tightly" in lines[0]
+    assert "0.336 (CLIP-FT) vs 0.346 (EI-CLIP)" in lines[1] and "about as tightly" in lines[1]  # 0.01: equal
+    assert "same fit more tightly" in lines[2]
+    assert lines[3] == "season: too few labelled texts to measure the 10-NN purity."
+
+
+def test_gate_reading_needs_a_margin_over_one_half():
+    near = gate_reading([0.525, 0.503, 0.493])
+    assert "highest mean gate: t0 (0.525); lowest: t2 (0.493)" in near and "(treated as confounders): none" in near
+    assert "(treated as confounders): t0." in gate_reading([0.70, 0.55, 0.45])  # 0.55: exactly the margin, not more
+    assert "varies most for t0 (range 0.000)" in gate_reading([0.70, 0.55, 0.45])
+
+
+def test_attention_reading_reports_the_departure_from_the_prior():
+    table = pd.DataFrame({"queries": [128], "top-1 is own value": [0.164], "prior top-1 is own value": [0.164],
+                          "weight on own value": [0.1], "prior weight on own value": [0.1],
+                          "departure from prior": [0.0004]}, index=["brand"])
+    line = readings.read_attention(readings.attention_numbers(table))
+    assert line.startswith("brand: the attention's top value is the query's own value for 16.4 % of 128 queries")
+    assert "(prior alone: 16.4 %)" in line and "departure from the prior 0.000" in line
+
+
+def test_probe_reading_needs_more_than_a_point():
+    def verdict(first, second):
+        return readings.read_probe(readings.probe_numbers(probe_summary({FIRST: first, SECOND: second}), FIRST, SECOND))
+
+    assert ("moves 0.2 % of EI-CLIP's top-10 toward the new value, about as much as CLIP-FT (-0.2 %)"
+            in verdict(-0.2, 0.2))
+    assert "more than CLIP-FT (-1.4 %)" in verdict(-1.4, 0.3)
+    assert "about as much as CLIP-FT (0.0 %)" in verdict(0.0, 1.0)  # exactly the tolerance
+    assert "less than CLIP-FT (3.0 %)" in verdict(3.0, 1.9)
+    assert "(-0.0" not in verdict(-0.04, 0.0)
+    only_one = readings.probe_numbers(probe_summary({FIRST: 1.0}), FIRST, SECOND)
+    assert readings.read_probe(only_one) == "no type had enough values to probe"
+
+
+def test_examples_reading_needs_the_sign_test():
+    def reading(a, b):
+        counts = {f"{SECOND} right, {FIRST} wrong": a, f"{FIRST} right, {SECOND} wrong": b}
+        return readings.read_examples(readings.examples_numbers(counts, FIRST, SECOND, 128, sign_test(a, b)))
+
+    assert reading(0, 0).endswith("neither model wins more of them beyond chance (sign test p = 1.00).")
+    assert "for 6, and CLIP-FT where EI-CLIP does not for 4: neither model wins" in reading(6, 4)
+    assert "EI-CLIP wins more of them (sign test p = 0.00)" in reading(10, 0)
+    assert "CLIP-FT wins more of them" in reading(1, 12)
+
+
+def test_sweep_reading_needs_a_rise_beyond_noise():
+    assert "grows at every step with confounding, as EI-CLIP's premise predicts" in sweep_reading([0.1, 0.5, 2.0])
+    assert "grows overall but not at every step" in sweep_reading([0.1, 0.0, 2.0])
+    falling = sweep_reading([1.0, 0.5, -0.3])
+    assert "does NOT grow" in falling and "+1.00 points at knob 0" in falling and "-0.30 at 1" in falling
+    assert "does NOT grow" in sweep_reading([0.5, 0.5, 0.501])  # flat as printed: not growth
+    assert "does NOT grow" in sweep_reading([0.0, 0.3, 0.6])  # rises at every step, by 0.6 point: noise
+    assert "one knob value, no trend" in sweep_reading([0.7])
+    none = readings.sweep_numbers("paper", None, {})
+    assert readings.read_sweep(none) == "profile paper: no confounding sweep (the real data has no knob)."
+
+
+@given(unit, unit)
+def test_purity_never_claims_a_difference_within_tolerance(a, b):
+    line = readings.read_text_features(readings.purity_numbers(
+        pd.DataFrame({FIRST: [a], SECOND: [b]}, index=["brand"]), FIRST, SECOND))
+    printed = [float(x) for x in line.split("purity ")[1].replace(" (CLIP-FT) vs", "").split(" ")[:2]]
+    claims = " more tightly" in line or " less tightly" in line
+    assert claims == (round(abs(printed[1] - printed[0]), 3) > readings.PURITY_TOLERANCE)
+
+
+@given(st.floats(-100, 100), st.floats(-100, 100))
+def test_probe_never_claims_a_difference_within_tolerance(first, second):
+    line = readings.read_probe(readings.probe_numbers(probe_summary({FIRST: first, SECOND: second}), FIRST, SECOND))
+    printed_second = float(line.split("moves ")[1].split(" %")[0])
+    printed_first = float(line.split("CLIP-FT (")[1].split(" %")[0])
+    claims = "more than" in line or "less than" in line
+    assert claims == (round(abs(printed_second - printed_first), 1) > readings.PROBE_TOLERANCE)
+
+
+@given(st.integers(0, 40), st.integers(0, 40))
+def test_examples_never_claim_a_winner_by_chance(a, b):
+    counts = {f"{SECOND} right, {FIRST} wrong": a, f"{FIRST} right, {SECOND} wrong": b}
+    line = readings.read_examples(readings.examples_numbers(counts, FIRST, SECOND, 100, sign_test(a, b)))
+    assert ("wins more of them" in line and "neither" not in line) == (sign_test(a, b) < readings.SIGNIFICANCE)
+
+
+@given(st.lists(st.floats(-5, 5), min_size=2, max_size=5))
+def test_sweep_never_claims_growth_within_noise(gains):
+    knob = tuple(np.linspace(0, 1, len(gains)))
+    from eiclip_core.sweep import trend
+
+    table = sweep_table(gains, knob)
+    numbers = readings.sweep_numbers("smoke", table, trend(table))
+    assert ("grows" in readings.read_sweep(numbers)) == (round(numbers["slope"], 2) > readings.SWEEP_TOLERANCE)
+
+
+# ------------------------------------------------------------------ (b) a readings.json, read back
+
+
+def check_readings_file(path) -> dict:
+    """Assert that a readings.json of notebook 05 is whole and consistent: every section present, every
+    reading equal to the one rebuilt from its recorded numbers, and the numbers within their ranges and
+    consistent with each other. Returns the parsed record."""
+    record = json.loads(open(path, encoding="utf-8").read())
+    assert set(record) == set(readings.READERS), f"{path}: sections {sorted(record)}"
+    for name, section in record.items():
+        assert readings.READERS[name](section["numbers"]) == section["reading"], f"{path}: {name} reading"
+    for name, check in CHECKS.items():
+        check(record[name]["numbers"])
+    return record
+
+
+def _fraction(x, top=1.0):
+    assert x is None or 0.0 <= x <= top, x
+
+
+def _check_dictionaries(n):
+    assert -1 <= n["frozen_cosine"] <= 1 and 0 <= n["changed"] <= n["shown"]
+    _fraction(n["moved_p"])
+    for g in n["groups"].values():
+        assert g["values"] >= 1 and 0 <= g["moved_degrees"] <= 180 and -1 <= g["cos_before"] <= 1
+    assert (n["moved_p"] is None) == (len(n["groups"]) < 2)
+
+
+def _check_text_features(n):
+    for row in n["types"]:
+        _fraction(row[n["first"]]), _fraction(row[n["second"]])
+
+
+def _check_gates(n):
+    means = [r["mean"] for r in n["types"]]
+    assert means == sorted(means, reverse=True) and all(0 <= m <= 1 for m in means)
+    ranges = [r["range"] for r in n["category_range"]]
+    assert ranges == sorted(ranges, reverse=True) and all(0 <= r <= 1 for r in ranges)
+
+
+def _check_attention(n):
+    for r in n["types"]:
+        assert r["queries"] >= 1
+        for key in ("top1_own", "prior_top1_own", "weight_own", "prior_weight_own", "departure"):
+            _fraction(r[key])
+
+
+def _check_probe(n):
+    for r in n["rows"]:
+        for key in ("chance_pct", "before_pct", "after_pct", "moved_pct"):
+            _fraction(r[key], 100.0)
+        assert r["shift_points"] == pytest.approx(r["after_pct"] - r["before_pct"], abs=1e-5)
+
+
+def _check_examples(n):
+    assert 0 <= n["second_only"] + n["first_only"] <= n["queries"]
+    assert n["sign_test_p"] == pytest.approx(sign_test(n["second_only"], n["first_only"]), abs=1e-6)
+
+
+def _check_sweep(n):
+    points = n["points"]
+    knob = [p["confounding"] for p in points]
+    assert knob == sorted(knob)
+    for p in points:
+        assert p["gain"] == pytest.approx(p[f"mean R {SECOND}"] - p[f"mean R {FIRST}"], abs=1e-5)
+    if len(points) >= 2:
+        assert n["slope"] == pytest.approx(np.polyfit(knob, [p["gain"] for p in points], 1)[0], abs=1e-4)
+
+
+CHECKS = {"dictionaries": _check_dictionaries, "text_features": _check_text_features, "gates": _check_gates,
+          "attention": _check_attention, "probe": _check_probe, "examples": _check_examples, "sweep": _check_sweep}
+
+
+def number_differences(got, want, abs_tol: float, where: str = "") -> list:
+    """Paths at which two records differ: in structure, in text, or in a number by more than abs_tol."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        if set(got) != set(want):
+            return [f"{where}: keys {sorted(set(got) ^ set(want))}"]
+        return [d for k in want for d in number_differences(got[k], want[k], abs_tol, f"{where}/{k}")]
+    if isinstance(want, list) and isinstance(got, list):
+        if len(got) != len(want):
+            return [f"{where}: {len(got)} items, expected {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in number_differences(g, w, abs_tol, f"{where}/{i}")]
+    numbers = (int, float)
+    if isinstance(want, numbers) and isinstance(got, numbers) and not isinstance(want, bool):
+        return [] if math.isclose(got, want, rel_tol=0, abs_tol=abs_tol) else [f"{where}: {got} != {want}"]
+    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
+
+
+def fabricated_sections() -> dict:
+    """Every section of notebook 05 as {"numbers", "reading"}, from the fabricated measures above."""
+    from eiclip_core.sweep import trend
+
+    counts = {f"{SECOND} right, {FIRST} wrong": 3, f"{FIRST} right, {SECOND} wrong": 1}
+    table = sweep_table([1.04, 0.26], knob=(0.0, 1.0))
+    attention = pd.DataFrame({"queries": [128, 86], "top-1 is own value": [0.164, 0.209],
+                              "prior top-1 is own value": [0.164, 0.221], "weight on own value": [0.1, 0.13],
+                              "prior weight on own value": [0.1, 0.13], "departure from prior": [0.0, 0.001]},
+                             index=["brand", "fit"])
+    gates = pd.DataFrame({"mean": [0.525, 0.493], "std": [0.01, 0.02]}, index=["fit", "brand"])
+    numbers = {
+        "dictionaries": readings.dictionary_numbers(shift_table(), neighbour_table(), 1.0, 0.41),
+        "text_features": readings.purity_numbers(pd.DataFrame({FIRST: [0.102], SECOND: [0.1021]}, index=["brand"]),
+                                                 FIRST, SECOND),
+        "gates": readings.gate_numbers(gates, pd.DataFrame([[0.5, 0.51], [0.52, 0.49]], columns=["fit", "brand"])),
+        "attention": readings.attention_numbers(attention),
+        "probe": readings.probe_numbers(probe_summary({FIRST: -0.2, SECOND: 0.2}), FIRST, SECOND),
+        "examples": readings.examples_numbers(counts, FIRST, SECOND, 128, sign_test(3, 1)),
+        "sweep": readings.sweep_numbers("smoke", table, trend(table))}
+    return {name: {"numbers": n, "reading": readings.READERS[name](n), "figure": None} for name, n in numbers.items()}
+
+
+def test_readings_file_is_written_sorted_atomically_and_reads_back(tmp_path):
+    path = readings.write_readings(tmp_path, fabricated_sections())
+    assert path == tmp_path / "readings.json" and [p.name for p in tmp_path.iterdir()] == ["readings.json"]
+    text = path.read_text()
+    assert text.endswith("}\n") and text == json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
+    record = check_readings_file(path)
+    assert record["sweep"]["numbers"]["points"][1]["gain"] == 0.26
+    assert number_differences(record, json.loads(text), abs_tol=0) == []
+
+
+def test_readings_file_check_fails_on_a_reading_that_does_not_follow_its_numbers(tmp_path):
+    sections = fabricated_sections()
+    path = readings.write_readings(tmp_path, sections)
+    record = json.loads(path.read_text())
+    record["probe"]["numbers"]["rows"][1]["shift_points"] = 5.0  # the sentence still says 0.2 %
+    path.write_text(json.dumps(record))
+    with pytest.raises(AssertionError, match="probe reading"):
+        check_readings_file(path)
+    del sections["sweep"]
+    with pytest.raises(AssertionError, match="sections"):
+        check_readings_file(readings.write_readings(tmp_path, sections))
+
+
+def test_number_differences_use_the_tolerance():
+    want = {"a": [1.0, {"b": 0.5}], "c": "x", "d": True}
+    assert number_differences({"a": [1.0004, {"b": 0.5}], "c": "x", "d": True}, want, abs_tol=1e-3) == []
+    assert number_differences({"a": [1.01, {"b": 0.5}], "c": "y", "d": True}, want, abs_tol=1e-3) == [
+        "/a/0: 1.01 != 1.0", "/c: 'y' != 'x'"]
+    assert number_differences({"a": [1.0], "c": "x", "d": True}, want, abs_tol=1) == ["/a: 1 items, expected 2"]
