@@ -295,7 +295,11 @@ def write_results(evaluation: Evaluation, reports_dir) -> tuple[Path, Path]:
     """results.json and results.md under reports_dir, each written atomically."""
     reports_dir = Path(reports_dir)
     json_path, md_path = reports_dir / "results.json", reports_dir / "results.md"
-    write_json(json_path, evaluation.to_json())
+    results = evaluation.to_json()
+    measured = reports_dir / "confounding.json"  # notebook 01: the confounder before fine-tuning
+    if measured.is_file():
+        results["confounding"] = json.loads(measured.read_text())
+    write_json(json_path, results)
     write_text(md_path, results_markdown(evaluation.profile, evaluation.summary, evaluation.breakdown_summary))
     return json_path, md_path
 

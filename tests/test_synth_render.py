@@ -93,10 +93,10 @@ def test_draw_glyph_marks_the_corner_only_and_keeps_the_input():
     glyph = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 1]], bool)
     marked = render.draw_glyph(image, glyph, (200, 20, 20))
     assert marked.dtype == np.uint8 and (image == 250.0).all()
-    corner = marked[56:62, 56:62]  # cells of 2 pixels, one cell from the edges
-    np.testing.assert_array_equal((corner[..., 1] == 20), np.kron(glyph, np.ones((2, 2), bool)))
+    corner = marked[48:60, 48:60]  # cells of 4 pixels, one cell from the edges
+    np.testing.assert_array_equal((corner[..., 1] == 20), np.kron(glyph, np.ones((4, 4), bool)))
     outside = np.ones((64, 64), bool)
-    outside[56:62, 56:62] = False
+    outside[48:60, 48:60] = False
     assert (marked[outside] == 250).all()
 
 
