@@ -237,18 +237,11 @@ def test_custom_mapping_csv_and_one_row_per_image_jsonl(tmp_path):
         assert a.n_views.tolist() == b.n_views.tolist() and a.n_views.max() == 3
 
 
-def test_parquet_tables_read_like_csv_or_say_what_they_need(tmp_path):
-    import importlib.util
-
+def test_parquet_tables_read_like_csv(tmp_path):
     import pandas as pd
 
     table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
     parquet = tmp_path / "shop" / "products.parquet"
-    if importlib.util.find_spec("pyarrow") is None:
-        parquet.write_bytes(b"PAR1")
-        with pytest.raises(KitError, match="reading Parquet needs pyarrow"):
-            import_catalog(parquet, images, tmp_path / "out", mapping)
-        return
     pd.read_csv(table, dtype=str, keep_default_na=False).to_parquet(parquet)
     import_catalog(parquet, images, tmp_path / "pq", mapping, settings=ImportSettings(image_size=16))
     import_catalog(table, images, tmp_path / "csv", mapping, settings=ImportSettings(image_size=16))

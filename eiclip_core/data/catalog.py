@@ -165,7 +165,7 @@ def read_table(path) -> pd.DataFrame:
         elif kind in ("jsonl", "json", "ndjson"):
             table = _read_jsonl(path)
         elif kind == "parquet":
-            table = _read_parquet(path)
+            table = pd.read_parquet(path)  # through pyarrow, a dependency of the kit
         else:
             raise KitError(f"{path}: unknown table format (use .csv, .jsonl or .parquet)")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError, OSError) as e:
@@ -176,15 +176,6 @@ def read_table(path) -> pd.DataFrame:
     if table.empty:
         raise KitError(f"{path}: the table has no rows")
     return table.reset_index(drop=True)
-
-
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise KitError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow), "
-                       "or save the table as CSV or JSON Lines") from None
-    return pd.read_parquet(path)
 
 
 def not_utf8_rows(table: pd.DataFrame) -> dict:
