@@ -12,6 +12,7 @@ Layout after x-clip: helpers, building blocks, the main class, the dictionaries.
 """
 import math
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -218,14 +219,9 @@ class EICLIP(nn.Module):
         _, g, attention = self.intervention(h, self._keys(), dict(self.log_prior.items()), explain=True)
         return {"gates": g, "attention": {t: attention[k] for t, k in zip(self.types, self.type_keys)}}
 
-    def entity_logits(self, image_features: torch.Tensor) -> list:
-        """u_t(v) . normalise(E_t)^T / tau_e for each type (section 6): a list of (B, |V_t|) in `types` order."""
-        scale = self.entity_logit_scale.exp()
-        return [self.entity_heads[k](image_features) @ l2norm(self.entity_embeddings[k]).T * scale
-                for k in self.type_keys]
-
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict:
-        """Training forward: normalised features, the logit scale and (with the EALM) the entity logits.
+        """Training forward: normalised features, the logit scale and (with the EALM) the entity logits,
+        a list over `types` of (B, |V_t|).
 
         The loss (eiclip_core.loss.EICLIPLoss) turns these into L_itc and L_ent; the model never sees
         entity labels or the world size.
@@ -234,7 +230,10 @@ class EICLIP(nn.Module):
         out = {"image_features": l2norm(v), "text_features": l2norm(self.text_features(tokens)),
                "logit_scale": self.clip.logit_scale.exp()}
         if self.entity_embeddings is not None:
-            out["entity_logits"] = self.entity_logits(out["image_features"])
+            image, scale = out["image_features"], self.entity_logit_scale.exp()
+            # u_t(v) . normalise(E_t)^T / tau_e (section 6), each (B, |V_t|)
+            out["entity_logits"] = [self.entity_heads[k](image) @ l2norm(self.entity_embeddings[k]).T * scale
+                                    for k in self.type_keys]
         return out
 
     @torch.no_grad()

@@ -7,7 +7,7 @@ and that writes the run's files.
     final.pt       the trained model (read back by eiclip_core.loading.load_run)
     done.json      device, world size, seconds, steps, throughput, the checkpoint resumed from
 
-Only rank 0 writes; the trainer calls these methods on rank 0 alone.
+Every rank may ask (is_done, check_can_start); only rank 0 writes.
 """
 import csv
 import json
@@ -29,6 +29,8 @@ def run_record(cfg: TrainConfig, artifact_id: str) -> dict:
 
 @dataclass
 class RunDirectory:
+    """The files of the run at `path` (see the module docstring)."""
+
     path: Path
 
     def __post_init__(self):
@@ -66,9 +68,13 @@ class RunDirectory:
         # rows after the checkpoint belong to the killed attempt; they will be written again
         self._write_log([r for r in self._read_log() if int(r["step"]) <= step])
 
-    def append_log(self, row: dict) -> None:
+    def append_log(self, step: int, epoch: int, losses: dict, logit_scale: float, samples_per_s: float) -> None:
+        """The row of optimiser step `step`: its losses and learning rate (train.train_step's dict)."""
+        row = {"step": step, "epoch": epoch, **{k: f"{losses[k]:.6f}" for k in ("loss", "loss_itc", "loss_ent")},
+               "lr": f"{losses['lr']:.6g}", "logit_scale": f"{logit_scale:.4f}",
+               "samples_per_s": f"{samples_per_s:.2f}"}
         with open(self.log_file, "a") as f:
-            f.write(",".join(str(row[k]) for k in LOG_FIELDS) + "\n")
+            f.write(_csv_line(row))
 
     def finish(self, final: dict, done: dict) -> None:
         """final.pt (the model and what rebuilds it), then done.json: a run is finished once both exist."""
@@ -82,5 +88,8 @@ class RunDirectory:
             return list(csv.DictReader(f))
 
     def _write_log(self, rows: list) -> None:
-        lines = [",".join(LOG_FIELDS)] + [",".join(str(r[k]) for k in LOG_FIELDS) for r in rows]
-        write_text(self.log_file, "\n".join(lines) + "\n")
+        write_text(self.log_file, ",".join(LOG_FIELDS) + "\n" + "".join(_csv_line(r) for r in rows))
+
+
+def _csv_line(row: dict) -> str:
+    return ",".join(str(row[k]) for k in LOG_FIELDS) + "\n"

@@ -288,6 +288,7 @@ def prepare(cfg: TrainConfig, artifact, dist_info: D.DistInfo):
 
 
 def _train(cfg: TrainConfig, resume: str, progress: bool, dist_info: D.DistInfo) -> Path:
+    """Reuse a finished run, or refuse, or (re)start one: prepare, resume, open the run directory, loop, finish."""
     # imported here so that `eiclip train --help` does not pay for the mining stack
     from eiclip_core.entities import load_artifact
     from eiclip_core.runtime import git_revision
@@ -336,7 +337,8 @@ def train_loop(state: RunState, data: TrainingData, loss_fn: EICLIPLoss, run: Ru
             losses = train_step(state, micro_batches, loss_fn, cfg)
             dt, t0 = time.perf_counter() - t0, time.perf_counter()
             if dist_info.is_main:
-                run.append_log(log_row(state, losses, samples_per_step / dt))
+                run.append_log(state.step, state.epoch, losses, state.model.logit_scale.exp().item(),
+                               samples_per_step / dt)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=state.epoch)
             if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
@@ -349,13 +351,6 @@ def train_loop(state: RunState, data: TrainingData, loss_fn: EICLIPLoss, run: Ru
     bar.close()
     if state.pos:  # stopped mid-epoch by max_steps: keep a resumable point too
         state.save(run, f"step_{state.step}.pt", cfg, dist_info)
-
-
-def log_row(state: RunState, losses: dict, samples_per_s: float) -> dict:
-    """The log.csv row (run_directory.LOG_FIELDS) of the step just taken."""
-    return {"step": state.step, "epoch": state.epoch, **{k: f"{losses[k]:.6f}" for k in LOSSES},
-            "lr": f"{losses['lr']:.6g}", "logit_scale": f"{state.model.logit_scale.exp().item():.4f}",
-            "samples_per_s": f"{samples_per_s:.2f}"}
 
 
 # ------------------------------------------------------------------------------------------------- CLI
