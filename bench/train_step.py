@@ -69,14 +69,14 @@ def make_step(row: str, batch: int, artifact):
     ids = torch.randint(-1, 16, (batch, len(artifact.types)), generator=g)
 
     def step():
-        losses = loss_fn(model(images, tokens, ids))
+        losses = loss_fn(model(images, tokens), ids)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
 
     step()  # warm-up
     with FlopCounterMode(display=False) as counter:
-        loss_fn(model(images, tokens, ids))["loss"].backward()
+        loss_fn(model(images, tokens), ids)["loss"].backward()
     return step, counter.get_total_flops()
 
 

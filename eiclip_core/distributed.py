@@ -56,6 +56,29 @@ def all_reduce_mean(t: torch.Tensor, world_size: int) -> torch.Tensor:
     return t
 
 
+def rng_states(device: torch.device, world_size: int) -> list:
+    """Every rank's global RNG state (CPU, and CUDA on a GPU), in rank order, on every rank.
+
+    A collective under torchrun: all ranks call it (checkpoints store them all, so that each rank of a
+    resumed run draws what it would have drawn).
+    """
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    if world_size == 1:
+        return [state]
+    states = [None] * world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """This rank's entry of `rng_states`, restored."""
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def barrier(world_size: int) -> None:
     if world_size > 1:
         dist.barrier()

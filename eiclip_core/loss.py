@@ -4,11 +4,15 @@ L_itc is open_clip's own ClipLoss (symmetric InfoNCE, features gathered across r
 L_ent (section 6) is written so that, under data parallelism, the mean of the per-rank losses is the
 loss of the global batch, which keeps one process and N processes on the same global batch equal.
 """
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from torch import nn
+
+from eiclip_core.errors import KitError
 
 
 def entity_loss(logits: list, value_ids: torch.Tensor, world_size: int = 1) -> torch.Tensor:
@@ -33,19 +37,33 @@ def entity_loss(logits: list, value_ids: torch.Tensor, world_size: int = 1) -> t
 
 
 class EICLIPLoss(nn.Module):
-    """Total loss from the model's forward output; returns loss, loss_itc, loss_ent (section 7)."""
+    """The total loss from the model's forward output and the batch's value ids (section 7).
+
+    Everything distributed about the objective lives here, as in open_clip: ClipLoss gathers the
+    features across ranks and L_ent divides by the global count of valid labels, so the model never
+    sees the world size. Returns loss, loss_itc and loss_ent (zero for rows without the EALM).
+    """
 
     def __init__(self, lambda_ent: float = 0.5, rank: int = 0, world_size: int = 1):
         super().__init__()
         self.lambda_ent = lambda_ent
+        self.world_size = world_size
         # local_loss + gather_with_grad: each rank scores its rows against all gathered columns; the
         # ranks' mean equals the global loss, and gradients reach every rank's features.
         self.itc = ClipLoss(local_loss=world_size > 1, gather_with_grad=world_size > 1, cache_labels=True,
                             rank=rank, world_size=world_size)
 
-    def forward(self, out: dict) -> dict:
+    def forward(self, out: dict, value_ids: Optional[torch.Tensor] = None) -> dict:
+        """out: EICLIP.forward's dict; value_ids (B, |T|) int64, -1 = missing, columns in `model.types`."""
+        entity_logits = out.get("entity_logits")
+        loss_ent = None
+        if entity_logits is not None:
+            if value_ids is None:
+                raise KitError("EICLIPLoss: this row has the EALM, whose L_ent needs the batch's value ids")
+            # L_ent before L_itc: the order in which the graph was built when the model computed L_ent,
+            # so autograd sums gradients in the same order and runs stay bit-identical
+            loss_ent = entity_loss(entity_logits, value_ids, world_size=self.world_size)
         loss_itc = self.itc(out["image_features"], out["text_features"], out["logit_scale"])
-        loss_ent = out.get("loss_ent")
         if loss_ent is None:
             return {"loss": loss_itc, "loss_itc": loss_itc, "loss_ent": torch.zeros_like(loss_itc)}
         return {"loss": loss_itc + self.lambda_ent * loss_ent, "loss_itc": loss_itc, "loss_ent": loss_ent}

@@ -12,7 +12,6 @@ Layout after x-clip: helpers, building blocks, the main class, the dictionaries.
 """
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,6 @@ from torch import nn
 
 from eiclip_core.config import KitConfig
 from eiclip_core.errors import KitError
-from eiclip_core.loss import entity_loss
 
 # ---------------------------------------------------------------------------------------------- config
 
@@ -221,20 +219,21 @@ class EICLIP(nn.Module):
         _, g, attention = self.intervention(h, self._keys(), dict(self.log_prior.items()), explain=True)
         return {"gates": g, "attention": {t: attention[k] for t, k in zip(self.types, self.type_keys)}}
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor, value_ids: Optional[torch.Tensor] = None,
-                world_size: int = 1) -> dict:
-        """Training forward: normalised features, the logit scale and (with the EALM) L_ent.
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> dict:
+        """Training forward: normalised features, the logit scale and (with the EALM) the entity logits,
+        a list over `types` of (B, |V_t|).
 
-        value_ids (B, |T|) int64, -1 = missing (skipped by L_ent); columns follow `self.types`.
+        The loss (eiclip_core.loss.EICLIPLoss) turns these into L_itc and L_ent; the model never sees
+        entity labels or the world size.
         """
         v = self.image_features(images)
         out = {"image_features": l2norm(v), "text_features": l2norm(self.text_features(tokens)),
                "logit_scale": self.clip.logit_scale.exp()}
-        if self.entity_embeddings is not None and value_ids is not None:
-            scale = self.entity_logit_scale.exp()
-            logits = [self.entity_heads[k](out["image_features"]) @ l2norm(self.entity_embeddings[k]).T * scale
-                      for k in self.type_keys]  # u_t(v) . normalise(E_t)^T / tau_e, each (B, |V_t|)
-            out["loss_ent"] = entity_loss(logits, value_ids, world_size=world_size)
+        if self.entity_embeddings is not None:
+            image, scale = out["image_features"], self.entity_logit_scale.exp()
+            # u_t(v) . normalise(E_t)^T / tau_e (section 6), each (B, |V_t|)
+            out["entity_logits"] = [self.entity_heads[k](image) @ l2norm(self.entity_embeddings[k]).T * scale
+                                    for k in self.type_keys]
         return out
 
     @torch.no_grad()

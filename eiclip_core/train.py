@@ -14,23 +14,26 @@ Resume a killed run where it stopped (model, optimiser, schedule, scaler, data p
 
     eiclip train ... --out data/smoke/runs/ei-clip/seed0 --resume latest
 
-Run dir: config.json, log.csv, checkpoints/{epoch_<k>,step_<n>}.pt, final.pt, done.json.
+The run directory (config.json, log.csv, checkpoints/, final.pt, done.json) is run_directory.py's.
 Recipe defaults follow METHOD.md section 9 (AdamW, cosine with warm-up, mixed precision on GPU).
+`RunState` holds what a run changes and a checkpoint stores; `train_step` is one optimiser step;
+`train_loop` reads top to bottom: epochs of steps, a log row per step, checkpoints.
 """
 import argparse
-import csv
+import itertools
 import json
 import math
 import os
 import sys
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from eiclip_core import distributed as D
@@ -38,14 +41,14 @@ from eiclip_core.backbone import load_backbone
 from eiclip_core.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from eiclip_core.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.io import write_json, write_text
 from eiclip_core.loss import EICLIPLoss
-from eiclip_core.model import build_eiclip
+from eiclip_core.model import EICLIP, build_eiclip
+from eiclip_core.run_directory import RunDirectory, run_record
 
-LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
+LOSSES = ("loss", "loss_itc", "loss_ent")
 
 
-# --------------------------------------------------------------------------------------------- helpers
+# --------------------------------------------------------------------------------------------- recipe
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
@@ -77,65 +80,183 @@ def autocast_dtype(precision: str, device: torch.device):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+# ----------------------------------------------------------------------------------------------- data
 
 
-def set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+@dataclass
+class MicroBatch:
+    """One contrastive batch (this rank's slice of it) on the training device."""
+
+    images: torch.Tensor  # (B, 3, S, S)
+    tokens: torch.Tensor  # (B, L)
+    value_ids: torch.Tensor  # (B, |T|) int64, -1 = missing; columns follow model.types
+    product_ids: np.ndarray  # (B,) named in the error of a non-finite loss
 
 
-def tokenize_all(tokenizer, texts: list, chunk: int = 4096) -> torch.Tensor:
-    """Tokens of every product, computed once: (N, context_length) int64."""
-    return torch.cat([tokenizer(texts[i:i + chunk]) for i in range(0, len(texts), chunk)])
+@dataclass
+class TrainingData:
+    """The training split as the loop reads it: images through a DataLoader, text and labels precomputed."""
+
+    dataset: Dataset  # data.TrainDataset: one random view per product and epoch
+    tokens: torch.Tensor  # (N, L) every product's tokens, computed once
+    value_ids: torch.Tensor  # (N, |T|) value index per product and type, -1 = missing
+    product_ids: np.ndarray  # (N,)
+    steps_per_epoch: int  # optimiser steps in one epoch (the last incomplete batch is dropped)
+    total_steps: int  # optimiser steps of the run: all epochs, cut at max_steps
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, backbone, artifact, types: list) -> "TrainingData":
+        from eiclip_core.data import FashionGen, TrainDataset  # the data stack loads only to train
+
+        data = FashionGen(cfg.train)
+        product_ids = data.products["product_id"].to_numpy()
+        if not np.array_equal(np.asarray(artifact.product_ids("train")), product_ids):
+            raise KitError(f"{artifact.path}: training product ids differ from the training file "
+                           "(mine the entities from this file again)")
+        ids = artifact.value_ids("train")  # in file order, as checked above
+        value_ids = torch.from_numpy(np.stack([np.asarray(ids[t], dtype=np.int64) for t in types], axis=1))
+        texts = data.products["text"].tolist()
+        tokens = torch.cat([backbone.tokenizer(texts[i:i + 4096]) for i in range(0, len(texts), 4096)])
+        steps_per_epoch = len(data) // cfg.batch_size // cfg.accum_steps
+        if steps_per_epoch < 1:
+            raise KitError(f"{cfg.train}: {len(data)} products are fewer than one optimiser step "
+                           f"({cfg.batch_size} x {cfg.accum_steps})")
+        total_steps = cfg.epochs * steps_per_epoch
+        total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
+        dataset = TrainDataset(data, transform=backbone.preprocess_train, seed=cfg.seed)
+        return cls(dataset, tokens, value_ids, product_ids, steps_per_epoch, total_steps)
+
+    def micro_batches(self, cfg: TrainConfig, epoch: int, pos: int, dist_info: D.DistInfo) -> Iterator[MicroBatch]:
+        """This rank's micro-batches of `epoch` from optimiser step `pos` on, each loaded when asked for
+        (augmentation and the hard gates draw from one global RNG, in the order of an unbroken run).
+
+        The global batches depend only on (seed, epoch) (distributed.epoch_batches): a resumed run and
+        N processes see what one uninterrupted process sees.
+        """
+        self.dataset.set_epoch(epoch)
+        batches = D.epoch_batches(len(self.dataset), cfg.batch_size, cfg.seed, epoch)
+        batches = batches[pos * cfg.accum_steps: self.steps_per_epoch * cfg.accum_steps]
+        local = [D.shard(b, dist_info.rank, dist_info.world_size).tolist() for b in batches]
+        device = dist_info.device
+        # own generator: creating the iterator must not consume the global RNG (resume would diverge)
+        loader = DataLoader(self.dataset, batch_sampler=local, num_workers=cfg.num_workers,
+                            generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.type == "cuda")
+        for images, idx in loader:
+            yield MicroBatch(images.to(device, non_blocking=True), self.tokens[idx].to(device),
+                             self.value_ids[idx].to(device), self.product_ids[idx.numpy()])
 
 
-def _value_id_matrix(artifact, types: list, n: int, product_ids: np.ndarray) -> torch.Tensor:
-    """(N, |T|) value index per training product and type, -1 = missing (artifact order = file order)."""
-    if not np.array_equal(np.asarray(artifact.product_ids("train")), np.asarray(product_ids)):
-        raise KitError(f"{artifact.path}: training product ids differ from the training file "
-                       "(mine the entities from this file again)")
-    ids = artifact.value_ids("train")
-    return torch.from_numpy(np.stack([np.asarray(ids[t], dtype=np.int64) for t in types], axis=1))
+# ---------------------------------------------------------------------------------------------- state
 
 
-def _read_log(path: Path) -> list:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+@dataclass
+class RunState:
+    """Everything that changes while a run trains, and all a resumed run needs (after open_clip_train's
+    TrainState): model, optimiser, schedule, loss scaler and the position in the data."""
+
+    model: EICLIP
+    ddp: torch.nn.Module  # the model as trained: DistributedDataParallel under torchrun, else the model
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: Optional[torch.dtype] = None  # autocast dtype, None = fp32 (follows the config; not saved)
+    step: int = 0  # optimiser steps done
+    epoch: int = 0  # current epoch
+    pos: int = 0  # optimiser steps done in the current epoch
+    last_checkpoint: Optional[Path] = None  # named when a step fails
+    resumed_from: Optional[Path] = None  # the checkpoint this attempt started from (done.json)
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, model: EICLIP, total_steps: int, dist_info: D.DistInfo) -> "RunState":
+        """Step 0: AdamW, warm-up then cosine, a loss scaler for fp16 (sec. 9), DDP under torchrun."""
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                      betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps))
+        amp_dtype = autocast_dtype(cfg.precision, dist_info.device)
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        ddp = model
+        if dist_info.world_size > 1:
+            gpu = dist_info.device.type == "cuda"
+            ddp = DistributedDataParallel(model, device_ids=[dist_info.device] if gpu else None)
+        return cls(model, ddp, optimizer, scheduler, scaler, amp_dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    def payload(self, cfg: TrainConfig, world_size: int) -> dict:
+        """The state as a checkpoint payload (a plain dict, nanoGPT style) with every rank's RNG state.
+        A collective under torchrun: every rank calls it."""
+        rng = D.rng_states(self.device, world_size)
+        return {"step": self.step, "epoch": self.epoch, "pos": self.pos, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng, "config": cfg.to_dict()}
+
+    def restore(self, payload: dict, rank: int) -> None:
+        """Continue exactly where `payload` stopped, this rank's RNG included."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.step, self.epoch, self.pos = payload["step"], payload["epoch"], payload["pos"]
+        D.set_rng_state(payload["rng"][rank], self.device)
+
+    def resume(self, resume: str, run: RunDirectory, rank: int) -> None:
+        """Restore from `resume`: a checkpoint file, or "latest", the run's newest readable checkpoint
+        (none yet: start from step 0)."""
+        path, payload = (latest_checkpoint(run.checkpoints, "cpu") if resume == "latest"
+                         else (Path(resume), load_checkpoint(resume, "cpu")))
+        if payload is not None:
+            self.restore(payload, rank)
+            self.last_checkpoint = self.resumed_from = path
+
+    def save(self, run: RunDirectory, name: str, cfg: TrainConfig, dist_info: D.DistInfo) -> None:
+        """Checkpoint to run.checkpoints/`name` (rank 0 writes and prunes old ones); every rank calls it."""
+        payload = self.payload(cfg, dist_info.world_size)
+        path = run.checkpoints / name
+        if dist_info.is_main:
+            save_checkpoint(path, payload)
+            prune_checkpoints(run.checkpoints, cfg.keep_checkpoints)
+        D.barrier(dist_info.world_size)
+        self.last_checkpoint = path
 
 
-def _write_log(path: Path, rows: list) -> None:
-    lines = [",".join(LOG_FIELDS)] + [",".join(str(r[k]) for k in LOG_FIELDS) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")
+# ----------------------------------------------------------------------------------------------- step
 
 
-def _append_log(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(",".join(str(row[k]) for k in LOG_FIELDS) + "\n")
+def train_step(state: RunState, micro_batches: Iterator[MicroBatch], loss_fn: EICLIPLoss,
+               cfg: TrainConfig) -> dict:
+    """One optimiser step over the next `cfg.accum_steps` micro-batches (open_clip_train's
+    train_one_epoch body): forward under autocast, loss, scaled backward, a check that the mean loss
+    is finite on every rank, gradient clipping, step, schedule, temperatures clamped.
 
-
-# ------------------------------------------------------------------------------------ run directories
-
-
-def run_record(cfg: TrainConfig, artifact_id: str) -> dict:
-    """config.json: the config plus what identifies the inputs (entity artifact id)."""
-    return {"config": cfg.to_dict(), "ei_config": cfg.ei_config().to_dict(), "entity_artifact_id": artifact_id}
-
-
-def is_done(run_dir, cfg: TrainConfig) -> bool:
-    """A finished run (done.json) trained with exactly this config: reuse it instead of training again."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "done.json").exists() or not (run_dir / "config.json").exists():
-        return False
-    saved = json.loads((run_dir / "config.json").read_text())
-    return saved.get("config") == cfg.to_dict()
+    Returns the losses (LOSSES) averaged over micro-batches and ranks, and "lr", the step's learning rate.
+    """
+    sums = torch.zeros(len(LOSSES), device=state.device)
+    n = 0
+    for n, batch in enumerate(itertools.islice(micro_batches, cfg.accum_steps), 1):
+        with torch.autocast(state.device.type, dtype=state.amp_dtype, enabled=state.amp_dtype is not None):
+            losses = loss_fn(state.ddp(batch.images, batch.tokens), batch.value_ids)
+        sums += torch.stack([losses[k].detach().float() for k in LOSSES])
+        state.scaler.scale(losses["loss"] / cfg.accum_steps).backward()
+    if n < cfg.accum_steps:
+        raise KitError(f"step {state.step + 1}: {n} micro-batches left, the step needs {cfg.accum_steps}")
+    mean = D.all_reduce_mean(sums / cfg.accum_steps, loss_fn.world_size)
+    if not torch.isfinite(mean).all():
+        raise KitError(f"step {state.step + 1}: loss is {mean[0].item()} (non-finite) on the batch of products "
+                       f"{batch.product_ids.tolist()}; last good checkpoint: {state.last_checkpoint or 'none'}")
+    if cfg.grad_clip:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    lr = state.scheduler.get_last_lr()[0]
+    state.scheduler.step()
+    state.model.clamp_scales()
+    state.step, state.pos = state.step + 1, state.pos + 1
+    return {**dict(zip(LOSSES, mean.tolist())), "lr": lr}
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -152,172 +273,84 @@ def train(cfg: TrainConfig, resume: str = "", progress: bool = True) -> Path:
         D.cleanup()
 
 
+def prepare(cfg: TrainConfig, artifact, dist_info: D.DistInfo):
+    """(RunState at step 0, TrainingData, EICLIPLoss) of `cfg` on this rank, the global RNG seeded for
+    training: what `train` runs, and what a test needs to call `train_step` itself."""
+    torch.manual_seed(cfg.seed)  # the backbone's random towers and the EI-CLIP modules start from the seed
+    backbone = load_backbone(cfg.backbone, cfg.pretrained, device=dist_info.device, seed=cfg.seed)
+    model = build_eiclip(backbone, artifact, cfg.ei_config()).train()
+    data = TrainingData.build(cfg, backbone, artifact, model.types)
+    state = RunState.create(cfg, model, data.total_steps, dist_info)
+    loss_fn = EICLIPLoss(cfg.ei_config().lambda_ent, rank=dist_info.rank, world_size=dist_info.world_size)
+    # training randomness (augmentation, hard Gumbel gates) differs per rank but is fixed by the seed
+    torch.manual_seed(cfg.seed * 1000 + dist_info.rank)
+    return state, data, loss_fn
+
+
 def _train(cfg: TrainConfig, resume: str, progress: bool, dist_info: D.DistInfo) -> Path:
-    # imported here so that `eiclip train --help` does not pay for the data and mining stacks
-    from eiclip_core.data import FashionGen, TrainDataset
+    """Reuse a finished run, or refuse, or (re)start one: prepare, resume, open the run directory, loop, finish."""
+    # imported here so that `eiclip train --help` does not pay for the mining stack
     from eiclip_core.entities import load_artifact
     from eiclip_core.runtime import git_revision
 
-    rank, world, device = dist_info.rank, dist_info.world_size, dist_info.device
-    out = Path(cfg.out)
-    ckpt_dir = out / "checkpoints"
-    if is_done(out, cfg):
-        return out
-    if cfg.batch_size % world:
-        raise KitError(f"train config: batch_size={cfg.batch_size} not divisible by {world} processes")
-
+    run = RunDirectory(cfg.out)
+    if run.is_done(cfg):
+        return run.path
+    if cfg.batch_size % dist_info.world_size:
+        raise KitError(f"train config: batch_size={cfg.batch_size} not divisible by {dist_info.world_size} processes")
     artifact = load_artifact(cfg.entities)
-    data = FashionGen(cfg.train)
     record = run_record(cfg, artifact.id)
-
-    # run directory: a new run never overwrites another one; a resumed run must have the same config
-    if (out / "config.json").exists():
-        saved = json.loads((out / "config.json").read_text())
-        if not resume:
-            raise KitError(f"{out}: run directory already holds a run (pass --resume latest, or another --out)")
-        if {k: saved.get(k) for k in record} != record:
-            raise KitError(f"{out / 'config.json'}: config differs from this run's; resume needs the same config")
-
-    # model: backbone (seeded init of random towers) + EI-CLIP modules on top
-    torch.manual_seed(cfg.seed)
-    backbone = load_backbone(cfg.backbone, cfg.pretrained, device=device, seed=cfg.seed)
-    ei_cfg = cfg.ei_config()
-    model = build_eiclip(backbone, artifact, ei_cfg)
-    model.train()
-
-    tokens = tokenize_all(backbone.tokenizer, data.products["text"].tolist())  # (N, L)
-    value_ids = _value_id_matrix(artifact, model.types, len(data), data.products["product_id"].to_numpy())
-    product_ids = data.products["product_id"].to_numpy()
-    dataset = TrainDataset(data, transform=backbone.preprocess_train, seed=cfg.seed)
-
-    n_micro_per_epoch = len(data) // cfg.batch_size
-    steps_per_epoch = n_micro_per_epoch // cfg.accum_steps
-    if steps_per_epoch < 1:
-        raise KitError(f"{cfg.train}: {len(data)} products are fewer than one optimiser step "
-                       f"({cfg.batch_size} x {cfg.accum_steps})")
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps))
-    amp_dtype = autocast_dtype(cfg.precision, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    loss_fn = EICLIPLoss(ei_cfg.lambda_ent, rank=rank, world_size=world)
-    ddp = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
-        if world > 1 else model
-
-    # training randomness (hard Gumbel gates) differs per rank but is fixed by the seed
-    torch.manual_seed(cfg.seed * 1000 + rank)
-    step, epoch, pos = 0, 0, 0  # optimiser steps done; current epoch; optimiser steps done in it
-    last_ckpt = None
+    run.check_can_start(record, resume)
+    state, data, loss_fn = prepare(cfg, artifact, dist_info)
     if resume:
-        path, payload = (latest_checkpoint(ckpt_dir, "cpu") if resume == "latest"
-                         else (Path(resume), load_checkpoint(resume, "cpu")))
-        if payload is not None:
-            model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-            scheduler.load_state_dict(payload["scheduler"])
-            scaler.load_state_dict(payload["scaler"])
-            step, epoch, pos = payload["step"], payload["epoch"], payload["pos"]
-            set_rng_state(payload["rng"][rank], device)
-            last_ckpt = path
-    log_path = out / "log.csv"
-    if rank == 0:
-        for stale in ckpt_dir.glob(".*.tmp"):  # half-written checkpoints of a killed attempt
-            stale.unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {**record, "git_revision": git_revision(), "world_size": world})
-        # rows after the checkpoint belong to the killed attempt; they will be written again
-        _write_log(log_path, [r for r in _read_log(log_path) if int(r["step"]) <= step])
-
-    def checkpoint(name: str) -> Path:
-        states = [None] * world
-        if world > 1:
-            torch.distributed.all_gather_object(states, rng_state(device))
-        else:
-            states = [rng_state(device)]
-        path = ckpt_dir / name
-        if rank == 0:
-            save_checkpoint(path, {
-                "step": step, "epoch": epoch, "pos": pos, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": states, "config": cfg.to_dict()})
-            prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
-        D.barrier(world)
-        return path
-
-    started = time.perf_counter()
-    trained_samples = 0
-    # disable only when asked; otherwise leave tqdm's default, which TQDM_DISABLE=1 can switch off
-    quiet = {} if progress and rank == 0 else {"disable": True}
-    bar = tqdm(total=total_steps, initial=step, desc=f"{cfg.row} seed{cfg.seed}", dynamic_ncols=True, **quiet)
-    while step < total_steps and epoch < cfg.epochs:
-        dataset.set_epoch(epoch)
-        batches = D.epoch_batches(len(data), cfg.batch_size, cfg.seed, epoch)[: steps_per_epoch * cfg.accum_steps]
-        local = [D.shard(b, rank, world).tolist() for b in batches[pos * cfg.accum_steps:]]
-        # own generator: creating the iterator must not consume the global RNG (resume would diverge)
-        loader = DataLoader(dataset, batch_sampler=local, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.type == "cuda")
-        t0 = time.perf_counter()
-        sums = torch.zeros(3, device=device)
-        for micro, (images, idx) in enumerate(loader):
-            images = images.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                outputs = ddp(images, tokens[idx].to(device), value_ids[idx].to(device), world_size=world)
-                losses = loss_fn(outputs)
-            sums += torch.stack([losses[k].detach().float() for k in ("loss", "loss_itc", "loss_ent")])
-            scaler.scale(losses["loss"] / cfg.accum_steps).backward()
-            if (micro + 1) % cfg.accum_steps:
-                continue
-            mean = D.all_reduce_mean(sums / cfg.accum_steps, world)
-            if not torch.isfinite(mean).all():
-                raise KitError(f"step {step + 1}: loss is {mean[0].item()} (non-finite) on the batch of products "
-                               f"{product_ids[idx.numpy()].tolist()}; last good checkpoint: {last_ckpt or 'none'}")
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            model.clamp_scales()
-            step, pos = step + 1, pos + 1
-            dt, t0 = time.perf_counter() - t0, time.perf_counter()
-            trained_samples += cfg.batch_size * cfg.accum_steps
-            if rank == 0:
-                _append_log(log_path, {
-                    "step": step, "epoch": epoch, "loss": f"{mean[0].item():.6f}",
-                    "loss_itc": f"{mean[1].item():.6f}", "loss_ent": f"{mean[2].item():.6f}", "lr": f"{lr:.6g}",
-                    "logit_scale": f"{model.logit_scale.exp().item():.4f}",
-                    "samples_per_s": f"{cfg.batch_size * cfg.accum_steps / dt:.2f}"})
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean[0].item():.3f}", epoch=epoch)
-            sums.zero_()
-            if step >= total_steps:
-                break
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and pos < steps_per_epoch:
-                last_ckpt = checkpoint(f"step_{step}.pt")
-                t0 = time.perf_counter()  # throughput counts training, not checkpoint writes
-        if pos >= steps_per_epoch:
-            epoch, pos = epoch + 1, 0
-            last_ckpt = checkpoint(f"epoch_{epoch}.pt")
-    bar.close()
-    if pos:  # stopped mid-epoch by max_steps: keep a resumable point too
-        checkpoint(f"step_{step}.pt")
+        state.resume(resume, run, dist_info.rank)
+    if dist_info.is_main:
+        run.open(record, state.step, {"git_revision": git_revision(), "world_size": dist_info.world_size})
+    first_step, started = state.step, time.perf_counter()
+    train_loop(state, data, loss_fn, run, cfg, dist_info, progress)
     seconds = time.perf_counter() - started
-    if rank == 0:
-        save_checkpoint(out / "final.pt", {"model": model.state_dict(), "config": cfg.to_dict(),
-                                           "ei_config": ei_cfg.to_dict(), "types": model.types, "step": step})
-        write_json(out / "done.json", {
-            "device": str(device), "world_size": world, "seconds": round(seconds, 2), "steps": step,
-            "samples_per_s": round(trained_samples / seconds, 2) if seconds > 0 else None,
-            "resumed_from": str(last_ckpt.name) if resume and last_ckpt else None})
-    D.barrier(world)
-    return out
+    if dist_info.is_main:
+        samples = (state.step - first_step) * cfg.batch_size * cfg.accum_steps
+        run.finish(final={"model": state.model.state_dict(), "config": cfg.to_dict(),
+                          "ei_config": cfg.ei_config().to_dict(), "types": state.model.types, "step": state.step},
+                   done={"device": str(dist_info.device), "world_size": dist_info.world_size,
+                         "seconds": round(seconds, 2), "steps": state.step,
+                         "samples_per_s": round(samples / seconds, 2) if seconds > 0 else None,
+                         "resumed_from": state.resumed_from.name if state.resumed_from else None})
+    D.barrier(dist_info.world_size)
+    return run.path
+
+
+def train_loop(state: RunState, data: TrainingData, loss_fn: EICLIPLoss, run: RunDirectory, cfg: TrainConfig,
+               dist_info: D.DistInfo, progress: bool) -> None:
+    """Epochs of optimiser steps from `state` on, logging each step and checkpointing every
+    `checkpoint_every` steps, at each epoch end and where max_steps stops the run."""
+    # disable only when asked; otherwise leave tqdm's default, which TQDM_DISABLE=1 can switch off
+    quiet = {} if progress and dist_info.is_main else {"disable": True}
+    bar = tqdm(total=data.total_steps, initial=state.step, desc=f"{cfg.row} seed{cfg.seed}", dynamic_ncols=True,
+               **quiet)
+    samples_per_step = cfg.batch_size * cfg.accum_steps
+    while state.step < data.total_steps and state.epoch < cfg.epochs:
+        micro_batches = data.micro_batches(cfg, state.epoch, state.pos, dist_info)
+        t0 = time.perf_counter()
+        while state.pos < data.steps_per_epoch and state.step < data.total_steps:
+            losses = train_step(state, micro_batches, loss_fn, cfg)
+            dt, t0 = time.perf_counter() - t0, time.perf_counter()
+            if dist_info.is_main:
+                run.append_log(state.step, state.epoch, losses, state.model.logit_scale.exp().item(),
+                               samples_per_step / dt)
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=state.epoch)
+            if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
+                    and state.pos < data.steps_per_epoch and state.step < data.total_steps):
+                state.save(run, f"step_{state.step}.pt", cfg, dist_info)
+                t0 = time.perf_counter()  # throughput counts training, not checkpoint writes
+        if state.pos == data.steps_per_epoch:
+            state.epoch, state.pos = state.epoch + 1, 0
+            state.save(run, f"epoch_{state.epoch}.pt", cfg, dist_info)
+    bar.close()
+    if state.pos:  # stopped mid-epoch by max_steps: keep a resumable point too
+        state.save(run, f"step_{state.step}.pt", cfg, dist_info)
 
 
 # ------------------------------------------------------------------------------------------------- CLI

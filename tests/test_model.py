@@ -78,7 +78,7 @@ def test_clip_ft_training_step_equals_plain_open_clip_step(artifact, batch):
     opt_a = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     opt_b = torch.optim.AdamW(plain.parameters(), lr=1e-3)
     ids = torch.zeros(4, len(artifact.types), dtype=torch.long)
-    EICLIPLoss(lambda_ent=0.5)(model(images, tokens, ids))["loss"].backward()
+    EICLIPLoss(lambda_ent=0.5)(model(images, tokens), ids)["loss"].backward()
     ClipLoss()(plain.encode_image(images, normalize=True), plain.encode_text(tokens, normalize=True),
                plain.logit_scale.exp()).backward()
     opt_a.step(), opt_b.step()
@@ -86,14 +86,29 @@ def test_clip_ft_training_step_equals_plain_open_clip_step(artifact, batch):
         assert torch.equal(a, b), name
 
 
-def test_rows_are_configs_of_one_class():
-    assert set(ROWS) == {"clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip"}
-    assert all(isinstance(c, EIConfig) for c in ROWS.values())
-    assert (ROWS["clip-ft"].intervention, ROWS["clip-ft"].ealm) == (False, False)
-    assert ROWS["intervention-all"].selection == "all" and not ROWS["intervention-all"].ealm
-    assert ROWS["cesm"].selection == "soft" and not ROWS["cesm"].ealm
-    assert (ROWS["ealm-only"].intervention, ROWS["ealm-only"].ealm) == (False, True)
-    assert (ROWS["ei-clip"].intervention, ROWS["ei-clip"].ealm, ROWS["ei-clip"].selection) == (True, True, "soft")
+@pytest.mark.parametrize("row", list(ROWS))
+def test_each_row_trains_exactly_the_modules_its_switches_turn_on(row, artifact, batch):
+    cfg = get_row(row)
+    model, _ = fresh(artifact, row)
+    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
+    expect = {"clip"} | ({"intervention"} if cfg.intervention else set()) \
+        | ({"entity_embeddings", "entity_heads", "entity_logit_scale"} if cfg.ealm else set())
+    assert trainable == expect  # D_t and log P_t never train
+    if cfg.intervention:
+        assert (model.intervention.select.proj is None) == (cfg.selection == "all")
+    tokens, images = batch
+    assert ("entity_logits" in model(images, tokens)) == cfg.ealm
+
+
+def test_rows_are_configs_of_one_class_differing_only_in_switches():
+    defaults = EIConfig().to_dict()
+    changed = {row: {k for k, v in cfg.to_dict().items() if v != defaults[k]} for row, cfg in ROWS.items()}
+    assert all(c <= {"intervention", "selection", "ealm"} for c in changed.values()), changed
+    assert len({tuple(sorted(cfg.to_dict().items())) for cfg in ROWS.values()}) == len(ROWS)  # no two alike
+    assert not (get_row("clip-ft").intervention or get_row("clip-ft").ealm)  # the baseline: plain fine-tuning
+    copy_ = get_row("ei-clip")
+    copy_.lambda_ent = 9.0
+    assert ROWS["ei-clip"].lambda_ent == defaults["lambda_ent"]  # get_row hands out a copy
     with pytest.raises(KitError, match="unknown row"):
         get_row("nope")
     with pytest.raises(KitError, match="selection"):
@@ -171,11 +186,71 @@ def test_entity_loss_skips_missing_values():
     assert entity_loss(logits, torch.full((4, 3), -1)).item() == 0.0
 
 
+def test_forward_gives_entity_logits_and_the_loss_turns_them_into_l_ent(artifact, batch):
+    tokens, images = batch
+    model, _ = fresh(artifact, "ei-clip")
+    out = model(images, tokens)
+    assert [tuple(lg.shape) for lg in out["entity_logits"]] == [(4, len(artifact.values[t])) for t in model.types]
+    with torch.no_grad():  # section 6: u_t(v) . normalise(E_t)^T / tau_e, from the normalised image feature
+        expect = model.entity_heads["fit"](out["image_features"]) @ F.normalize(model.entity_embeddings["fit"]).T
+    assert torch.allclose(out["entity_logits"][2], expect / model.cfg.tau_e, atol=1e-5)
+    ids = torch.tensor([[0, 1, 1], [1, -1, 0], [2, 0, 2], [-1, 1, 3]])
+    losses = EICLIPLoss(lambda_ent=0.5)(out, ids)
+    assert torch.equal(losses["loss_ent"], entity_loss(out["entity_logits"], ids))
+    with pytest.raises(KitError, match="value ids"):
+        EICLIPLoss()(out)
+    clip_ft, _ = fresh(artifact, "clip-ft")
+    assert EICLIPLoss()(clip_ft(images, tokens), ids)["loss_ent"].item() == 0.0
+
+
+def _rank_losses(rank: int, world: int, init_file: str, inputs: dict, out_dir: str):
+    """One rank of test_entity_and_contrastive_losses_under_two_ranks: its rows, its losses, their grads."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    per = len(inputs["ids"]) // world
+    mine = lambda t: t[rank * per:(rank + 1) * per].clone().requires_grad_(t.is_floating_point())  # noqa: E731
+    out = {"image_features": mine(inputs["image"]), "text_features": mine(inputs["text"]),
+           "logit_scale": inputs["scale"], "entity_logits": [mine(lg) for lg in inputs["logits"]]}
+    losses = EICLIPLoss(0.5, rank=rank, world_size=world)(out, mine(inputs["ids"]))
+    losses["loss"].backward()
+    grads = {"image": out["image_features"].grad, "logits": [lg.grad for lg in out["entity_logits"]]}
+    torch.save({**{k: v.detach() for k, v in losses.items()}, **grads}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_entity_and_contrastive_losses_under_two_ranks_equal_one_process(tmp_path):
+    """Each rank scores its half of the batch; the mean of the ranks' losses and gradients (what DDP
+    averages) is the one-process loss and gradient, although the ranks hold different numbers of labels."""
+    import torch.multiprocessing as mp
+
+    g = torch.Generator().manual_seed(0)
+    features = F.normalize(torch.randn(16, 16, generator=g))
+    inputs = {"image": features[:8], "text": features[8:],
+              "scale": torch.tensor(10.0), "logits": [torch.randn(8, 5, generator=g), torch.randn(8, 3, generator=g)],
+              # type 0: 3 labels on rank 0, 1 on rank 1; type 1: labels on rank 1 only
+              "ids": torch.tensor([[0, -1], [4, -1], [2, -1], [-1, -1], [1, 2], [-1, 0], [-1, 1], [-1, -1]])}
+    mp.spawn(_rank_losses, args=(2, str(tmp_path / "init"), inputs, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    image = inputs["image"].clone().requires_grad_()
+    logits = [lg.clone().requires_grad_() for lg in inputs["logits"]]
+    single = EICLIPLoss(0.5)({"image_features": image, "text_features": inputs["text"],
+                              "logit_scale": inputs["scale"], "entity_logits": logits}, inputs["ids"])
+    single["loss"].backward()
+    for k in ("loss", "loss_itc", "loss_ent"):
+        assert torch.allclose((ranks[0][k] + ranks[1][k]) / 2, single[k], atol=1e-6), k
+    assert not torch.allclose(ranks[0]["loss_ent"], ranks[1]["loss_ent"])  # the ranks do differ
+    assert torch.allclose(torch.cat([r["image"] for r in ranks]) / 2, image.grad, atol=1e-6)
+    for t in range(2):
+        assert torch.allclose(torch.cat([r["logits"][t] for r in ranks]) / 2, logits[t].grad, atol=1e-6)
+
+
 def test_total_loss_and_temperature_clamp(artifact, batch):
     tokens, images = batch
     model, _ = fresh(artifact, "ei-clip", lambda_ent=0.25)
-    out = model(images, tokens, torch.tensor([[0, 1, 1], [1, -1, 0], [2, 0, 2], [-1, 1, 3]]))
-    losses = EICLIPLoss(lambda_ent=0.25)(out)
+    ids = torch.tensor([[0, 1, 1], [1, -1, 0], [2, 0, 2], [-1, 1, 3]])
+    losses = EICLIPLoss(lambda_ent=0.25)(model(images, tokens), ids)
     assert torch.allclose(losses["loss"], losses["loss_itc"] + 0.25 * losses["loss_ent"])
     losses["loss"].backward()
     assert model.entity_embeddings["brand"].grad is not None and model.entity_logit_scale.grad is not None

@@ -14,8 +14,9 @@ import torch
 
 import eiclip_core  # noqa: F401
 from eiclip_core import train as T
-from eiclip_core.checkpoint import checkpoint_id, latest_checkpoint, load_checkpoint, save_checkpoint
+from eiclip_core.checkpoint import checkpoint_id, checksum, latest_checkpoint, load_checkpoint, save_checkpoint
 from eiclip_core.config import TrainConfig
+from eiclip_core.distributed import DistInfo
 from eiclip_core.errors import KitError
 from eiclip_core.loading import load_run, zero_shot
 from eiclip_core.train import lr_factor, train
@@ -189,8 +190,8 @@ def test_nan_loss_stops_with_step_products_and_checkpoint(data, tmp_path, monkey
     forward = T.EICLIPLoss.forward
     calls = {"n": 0}
 
-    def poisoned(self, out):
-        losses = forward(self, out)
+    def poisoned(self, out, value_ids=None):
+        losses = forward(self, out, value_ids)
         calls["n"] += 1
         if calls["n"] == 2:
             losses["loss"] = losses["loss"] * float("nan")
@@ -200,6 +201,42 @@ def test_nan_loss_stops_with_step_products_and_checkpoint(data, tmp_path, monkey
     with pytest.raises(KitError, match=r"step 2: loss is nan .*products \[\d+.*step_1\.pt"):
         train(cfg_for(data, tmp_path / "nan", max_steps=3, checkpoint_every=1), progress=False)
     assert not (tmp_path / "nan" / "final.pt").exists()
+
+
+# ------------------------------------------------------------------------------------- train_step
+
+
+def prepared(data, cfg):
+    from eiclip_core.entities import load_artifact
+
+    return T.prepare(cfg, load_artifact(cfg.entities), DistInfo())
+
+
+def test_train_step_is_the_loops_first_step_bit_for_bit(run_a, data):
+    cfg = cfg_for(data, run_a, checkpoint_every=1)
+    state, training, loss_fn = prepared(data, cfg)
+    losses = T.train_step(state, training.micro_batches(cfg, 0, 0, DistInfo()), loss_fn, cfg)
+    assert (state.step, state.epoch, state.pos) == (1, 0, 1)
+    logged = (run_a / "log.csv").read_text().splitlines()[1].split(",")
+    assert [f"{losses[k]:.6f}" for k in T.LOSSES] + [f"{losses['lr']:.6g}"] == logged[2:6]
+    # the whole resume point (weights, AdamW moments, schedule, scaler, RNG) equals the loop's checkpoint
+    assert checksum(state.payload(cfg, world_size=1)) == checksum(load_checkpoint(run_a / "checkpoints" / "step_1.pt"))
+
+
+def test_train_step_lowers_the_loss_on_a_fixed_batch_and_stops_on_a_non_finite_one(data, tmp_path):
+    cfg = cfg_for(data, tmp_path / "fixed", lr=1e-3, warmup_steps=0, max_steps=10, grad_clip=0.0)
+    state, training, loss_fn = prepared(data, cfg)
+    fixed = next(training.micro_batches(cfg, 0, 0, DistInfo()))
+    losses = [T.train_step(state, iter([fixed]), loss_fn, cfg)["loss"] for _ in range(4)]
+    assert losses[-1] < losses[0] - 0.1 and state.step == 4, losses
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    fixed.images[1] = float("nan")
+    with pytest.raises(KitError, match=rf"step 5: loss is nan .*products \[{fixed.product_ids[0]}, .*checkpoint: none"):
+        T.train_step(state, iter([fixed]), loss_fn, cfg)
+    assert state.step == 4
+    assert_same_weights(before, state.model.state_dict())  # no optimiser step on a non-finite loss
+    with pytest.raises(KitError, match="1 micro-batches left, the step needs 2"):
+        T.train_step(state, iter([fixed]), loss_fn, TrainConfig(**{**cfg.to_dict(), "accum_steps": 2}))
 
 
 # --------------------------------------------------------------------------------- kill and resume

@@ -1,0 +1,95 @@
+"""A training run's directory: the one place that decides whether a run is reused, refused or started,
+and that writes the run's files.
+
+    config.json    the config, the row's EIConfig, the entity artifact id, git revision, world size
+    log.csv        one row per optimiser step (LOG_FIELDS)
+    checkpoints/   {epoch_<k>,step_<n>}.pt: resume points (train.RunState payloads)
+    final.pt       the trained model (read back by eiclip_core.loading.load_run)
+    done.json      device, world size, seconds, steps, throughput, the checkpoint resumed from
+
+Every rank may ask (is_done, check_can_start); only rank 0 writes.
+"""
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from eiclip_core.checkpoint import save_checkpoint
+from eiclip_core.config import TrainConfig
+from eiclip_core.errors import KitError
+from eiclip_core.io import write_json, write_text
+
+LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
+
+
+def run_record(cfg: TrainConfig, artifact_id: str) -> dict:
+    """What config.json pins about a run: the config plus what identifies the inputs (entity artifact id)."""
+    return {"config": cfg.to_dict(), "ei_config": cfg.ei_config().to_dict(), "entity_artifact_id": artifact_id}
+
+
+@dataclass
+class RunDirectory:
+    """The files of the run at `path` (see the module docstring)."""
+
+    path: Path
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+        self.config_file = self.path / "config.json"
+        self.log_file = self.path / "log.csv"
+        self.checkpoints = self.path / "checkpoints"
+
+    # ------------------------------------------------------------------------- reuse decisions
+
+    def is_done(self, cfg: TrainConfig) -> bool:
+        """A finished run (done.json) trained with exactly this config: reuse it instead of training again."""
+        if not (self.path / "done.json").exists() or not self.config_file.exists():
+            return False
+        return json.loads(self.config_file.read_text()).get("config") == cfg.to_dict()
+
+    def check_can_start(self, record: dict, resume: str) -> None:
+        """A new run never overwrites another one; a resumed run must have the same record (run_record)."""
+        if not self.config_file.exists():
+            return
+        if not resume:
+            raise KitError(f"{self.path}: run directory already holds a run (pass --resume latest, or another --out)")
+        saved = json.loads(self.config_file.read_text())
+        if {k: saved.get(k) for k in record} != record:
+            raise KitError(f"{self.config_file}: config differs from this run's; resume needs the same config")
+
+    # -------------------------------------------------------------------------------- writing
+
+    def open(self, record: dict, step: int, extra: dict) -> None:
+        """Start (or restart at optimiser step `step`) writing: config.json, log.csv cut back to `step`."""
+        for stale in self.checkpoints.glob(".*.tmp"):  # half-written checkpoints of a killed attempt
+            stale.unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.config_file, {**record, **extra})
+        # rows after the checkpoint belong to the killed attempt; they will be written again
+        self._write_log([r for r in self._read_log() if int(r["step"]) <= step])
+
+    def append_log(self, step: int, epoch: int, losses: dict, logit_scale: float, samples_per_s: float) -> None:
+        """The row of optimiser step `step`: its losses and learning rate (train.train_step's dict)."""
+        row = {"step": step, "epoch": epoch, **{k: f"{losses[k]:.6f}" for k in ("loss", "loss_itc", "loss_ent")},
+               "lr": f"{losses['lr']:.6g}", "logit_scale": f"{logit_scale:.4f}",
+               "samples_per_s": f"{samples_per_s:.2f}"}
+        with open(self.log_file, "a") as f:
+            f.write(_csv_line(row))
+
+    def finish(self, final: dict, done: dict) -> None:
+        """final.pt (the model and what rebuilds it), then done.json: a run is finished once both exist."""
+        save_checkpoint(self.path / "final.pt", final)
+        write_json(self.path / "done.json", done)
+
+    def _read_log(self) -> list:
+        if not self.log_file.exists():
+            return []
+        with open(self.log_file, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _write_log(self, rows: list) -> None:
+        write_text(self.log_file, ",".join(LOG_FIELDS) + "\n" + "".join(_csv_line(r) for r in rows))
+
+
+def _csv_line(row: dict) -> str:
+    return ",".join(str(row[k]) for k in LOG_FIELDS) + "\n"
