@@ -20,7 +20,8 @@ Both directions from one pass over S = images @ texts.T (`retrieval_ranks`; S is
    to t besides b (a tie: indices matter), or when t is within a denormal of 0 (s > nextafter(t, -inf)
    needs denormals, which flush-to-zero drops). So every rank compares a positive with the very
    numbers it competes against, and ties are exact.
-Peak memory: one tile of float32 scores and its bool mask (TILE_BYTES x 5/4), plus O(N) vectors.
+Peak memory: two tiles of float32 (scores, comparisons: TILE_BYTES each), the GEMM's workspace and
+a few hundred bytes per query.
 One direction: chunks of queries x all candidates (one reused buffer), positives read from the same
 rows, rank = scores > best plus, in the rare rows with ties, scores == best at a lower index.
 
@@ -38,9 +39,10 @@ from eiclip_core.errors import KitError
 
 KS = (1, 5, 10)
 NORM_TOLERANCE = 1e-2  # fp16/bf16 encoders give norms within a few 1e-3 of 1 after normalising
-# One tile of S. CPU: the tile, its mask and the text block stay in a 32 MiB L3 (counting a tile
-# that spills to memory measured ~3x slower); CUDA: big tiles keep kernel launches few.
+# One tile of S. CPU: the tile, its comparisons and the text block stay in a 32 MiB L3 (counting a
+# tile that spills to memory measured ~3x slower); CUDA: big tiles keep kernel launches few.
 TILE_BYTES = {"cpu": 8 * 2**20, "cuda": 256 * 2**20}
+TILE_ROWS = 1024  # image rows per tile (chunk_size): 1024 x 2048 tiles ran fastest on CPU
 PAIR_GROUP = 256  # pairs per GEMM in step 1: big enough for the GEMM kernel the pass itself uses
 
 
@@ -49,7 +51,7 @@ def metric_keys(ks=KS) -> list[str]:
     return [f"i2t_r{k}" for k in ks] + [f"t2i_r{k}" for k in ks] + ["mean"]
 
 
-def retrieval_metrics(image_emb, text_emb, image_pids, text_pids, ks=KS, chunk_size=1024) -> dict:
+def retrieval_metrics(image_emb, text_emb, image_pids, text_pids, ks=KS, chunk_size=TILE_ROWS) -> dict:
     """Recall@K in percent, image->text and text->image, with a match meaning "same product id".
 
     image_emb (N_img, d), text_emb (N_txt, d): L2-normalised, torch or numpy.
@@ -69,7 +71,7 @@ def recalls(i2t_ranks, t2i_ranks, ks=KS) -> dict:
     return out
 
 
-def retrieval_ranks(image_emb, text_emb, image_pids, text_pids, chunk_size=1024):
+def retrieval_ranks(image_emb, text_emb, image_pids, text_pids, chunk_size=TILE_ROWS):
     """(i2t, t2i) int64 ranks of every image and every text query, from one pass over S (see top).
 
     chunk_size: image rows per tile; a tile spans as many texts as fit TILE_BYTES.
@@ -228,7 +230,7 @@ def _best_positive(scores, query, cand, n):
 def _one_pass(img, txt, grid, images, texts, pairs) -> torch.Tensor:
     """Count both directions over every tile of S; return each pair's score as its tile computed it."""
     buf = torch.empty(grid.rows, grid.cols, device=img.device)
-    mask = torch.empty(grid.rows, grid.cols, dtype=torch.bool, device=img.device)
+    hits = torch.empty(grid.rows, grid.cols, device=img.device)
     pair_rows, pair_cols, bounds = pairs
     seen = torch.empty(len(pair_rows), device=img.device)
     col_spans = grid.spans(1)
@@ -236,24 +238,27 @@ def _one_pass(img, txt, grid, images, texts, pairs) -> torch.Tensor:
         for ct, (c_start, c_lo, c_hi) in enumerate(col_spans):
             torch.matmul(img[r_start:r_start + grid.rows], txt[c_start:c_start + grid.cols].T, out=buf)
             tile = buf[r_lo - r_start:r_hi - r_start, c_lo - c_start:c_hi - c_start]
-            tile_mask = mask[:r_hi - r_lo, :c_hi - c_lo]
-            _count_tile(tile, tile_mask, images, r_lo, c_lo, rt * len(col_spans) + ct)
-            _count_tile(tile.T, tile_mask.T, texts, c_lo, r_lo, ct * len(grid.spans(0)) + rt)
             k = slice(*bounds[rt * len(col_spans) + ct:][:2])
             seen[k] = tile[pair_rows[k] - r_lo, pair_cols[k] - c_lo]
+            _count_tile(tile, hits[:r_hi - r_lo, :c_hi - c_lo], images, r_lo, c_lo, rt * len(col_spans) + ct)
+            # the scores' last use: the text columns' comparison overwrites them
+            _count_tile(tile.T, tile.T, texts, c_lo, r_lo, ct * len(grid.spans(0)) + rt)
     return seen
 
 
-def _count_tile(tile, mask, q, q_lo, cand_lo, key):
-    """Add to q.count the candidates of this tile (columns) beating each query's (row's) best positive."""
+def _count_tile(tile, hits, q, q_lo, cand_lo, key):
+    """Add to q.count the candidates of this tile (columns) beating each query's (row's) best positive.
+
+    hits: where the comparison goes, as float32 (1.0 = beats): float output is the vectorised kernel
+    (a bool one is not) and summing it is exact below 2^24; it may be the tile itself.
+    """
     q_hi, cand_hi = q_lo + tile.shape[0], cand_lo + tile.shape[1]
-    # all candidates here below b: beat when >= t; above b, or b in this tile: when > t
-    threshold = torch.where(q.index[q_lo:q_hi] >= cand_hi, q.below[q_lo:q_hi], q.best[q_lo:q_hi])
-    torch.gt(tile, threshold[:, None], out=mask)
-    q.count[q_lo:q_hi] += mask.view(torch.uint8).sum(1, dtype=torch.int32)  # uint8 sums: fastest measured
     who = q.b_order[q.b_bounds[key]:q.b_bounds[key + 1]]
     if len(who):  # queries whose b is in this tile: an equal score at a lower index would beat b
         q.equal[who] = (tile[who - q_lo] == q.best[who, None]).sum(1)
+    # all candidates here below b: beat when >= t; above b, or b in this tile: when > t
+    threshold = torch.where(q.index[q_lo:q_hi] >= cand_hi, q.below[q_lo:q_hi], q.best[q_lo:q_hi])
+    q.count[q_lo:q_hi] += torch.gt(tile, threshold[:, None], out=hits).sum(1).long()
 
 
 def _recount_unconfirmed(q, seen, query, cand, q_emb, c_emb, pos_idx, chunk_size) -> np.ndarray:
@@ -311,9 +316,9 @@ def _as_embeddings(x, name, device=None) -> torch.Tensor:
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise KitError(f"{name} embeddings: expected a non-empty (N, d) array, got shape {tuple(x.shape)}")
     x = x.to(device=device if device is not None else x.device, dtype=torch.float32)
-    if not torch.isfinite(x).all():
+    norms = x.norm(dim=1)  # NaN or inf wherever an entry is: checking the norms needs no (N, d) mask
+    if not torch.isfinite(norms).all() and not torch.isfinite(x).all():
         raise KitError(f"{name} embeddings: contain NaN or infinite values")
-    norms = x.norm(dim=1)
     worst = (norms - 1).abs().max().item()
     if worst > NORM_TOLERANCE:
         raise KitError(f"{name} embeddings: rows are not L2-normalised (a norm differs from 1 by "
