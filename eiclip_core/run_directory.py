@@ -92,9 +92,13 @@ class RunDirectory:
         """Hold the directory's lock file while training in it (non-blocking): a second process on the
         same --out gets one line naming the holder's pid instead of interleaving the log.
         The lock is released when the file closes, at exit or when the process dies."""
-        self.path.mkdir(parents=True, exist_ok=True)
         lock_file = self.path / ".lock"
-        with open(lock_file, "a+") as f:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(lock_file, "a+")
+        except OSError as e:
+            raise KitError(f"{lock_file}: cannot create the run directory's lock file ({e.strerror})") from e
+        with f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
