@@ -14,7 +14,8 @@ Resume a killed run where it stopped (model, optimiser, schedule, scaler, data p
 
     eiclip train ... --out data/smoke/runs/ei-clip/seed0 --resume latest
 
-The run directory (config.json, log.csv, checkpoints/, final.pt, done.json) is run_directory.py's.
+The run directory (config.json, log.csv, checkpoints/, final.pt, done.json) is run_directory.py's;
+the training split as the loop reads it is training_data.py's.
 Recipe defaults follow METHOD.md section 9 (AdamW, cosine with warm-up, mixed precision on GPU).
 `RunState` holds what a run changes and a checkpoint stores; `train_step` is one optimiser step;
 `train_loop` reads top to bottom: epochs of steps, a log row per step, checkpoints.
@@ -26,9 +27,9 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
-from contextlib import nullcontext
 from typing import Iterator, Optional
 
 import torch
