@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from eiclip_core.cli import main
