@@ -30,6 +30,7 @@ from eiclip_core.io import atomic_path, write_json, write_text
 from eiclip_core.metrics import KS, metric_keys, positive_ranks, recalls, sample100_metrics
 from eiclip_core.results import (PROTOCOLS, breakdown_table, published_records, results_markdown,
                                  summary_table)
+from eiclip_core.run_directory import file_identity
 
 ZERO_SHOT = "zero-shot"
 SPLIT = "validation"
@@ -82,14 +83,8 @@ def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64,
                       first_view=first_view, text=torch.cat(text_emb).numpy())
 
 
-def data_identity(path) -> dict:
-    """A data file's identity without reading gigabytes: resolved path, size, modification time."""
-    st = Path(path).stat()
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
 def cache_key(model_key: dict, data_path, device) -> str:
-    blob = json.dumps({"version": CACHE_VERSION, "model": model_key, "data": data_identity(data_path),
+    blob = json.dumps({"version": CACHE_VERSION, "model": model_key, "data": file_identity(data_path),
                        "views": "all", "device": torch.device(device).type}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -227,15 +222,20 @@ class Evaluation:
                 "published": published_records() if self.published else []}
 
 
-def run_dirs(data_dir, rows, seeds) -> list[tuple[str, int, Path]]:
-    """(row, seed, run dir) of every finished run the profile needs; KitError naming a missing one."""
+def run_dirs(data_dir, rows, seeds, artifact_id: str) -> list[tuple[str, int, Path]]:
+    """(row, seed, run dir) of every finished run the profile needs; KitError naming a missing one, or
+    one trained on another entity artifact than `artifact_id` (its numbers would describe other data)."""
     out = []
     for row in rows:
         for seed in seeds:
             d = layout.run_dir(data_dir, row, seed)
-            if not (d / "final.pt").is_file() or not (d / "done.json").is_file():
-                raise KitError(f"{d}: run not finished (no final.pt / done.json); train it with notebook 03 "
-                               f"or `eiclip train`")
+            if not all((d / f).is_file() for f in ("config.json", "final.pt", "done.json")):
+                raise KitError(f"{d}: run not finished (no config.json / final.pt / done.json); "
+                               "train it with notebook 03 or `eiclip train`")
+            trained_on = json.loads((d / "config.json").read_text()).get("entity_artifact_id")
+            if trained_on != artifact_id:
+                raise KitError(f"{d}: run trained on entity artifact {trained_on}, the data's is {artifact_id} "
+                               "(train it again on this data)")
             out.append((row, seed, d))
     return out
 
@@ -259,7 +259,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     pids = products["product_id"].to_numpy()
     if not np.array_equal(artifact.product_ids(SPLIT), pids):
         raise KitError(f"{entities_path}: its {SPLIT} product ids differ from {data_path} (re-run `eiclip mine`)")
-    runs = run_dirs(data_dir, profile.rows, profile.seeds)  # fail before any work if one is missing
+    runs = run_dirs(data_dir, profile.rows, profile.seeds, artifact.id)  # fail before any work if one is missing
     cache = layout.cache_dir(data_dir)
 
     jobs = [(ZERO_SHOT, None, None)] + runs

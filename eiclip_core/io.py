@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from eiclip_core.errors import KitError
+
 
 @contextlib.contextmanager
 def atomic_path(dest):
@@ -39,3 +41,14 @@ def write_text(dest, text: str) -> None:
 
 def write_json(dest, obj, indent: int = 2) -> None:
     write_text(dest, json.dumps(obj, indent=indent, sort_keys=False, allow_nan=False) + "\n")
+
+
+def read_json(path, what: str, missing_hint: str = ""):
+    """The parsed JSON of `path`; KitError naming the file when it is missing or not readable JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: {what} not found" + (f" ({missing_hint})" if missing_hint else ""))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KitError(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None

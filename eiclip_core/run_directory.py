@@ -1,16 +1,21 @@
 """A training run's directory: the one place that decides whether a run is reused, refused or started,
 and that writes the run's files.
 
-    config.json    the config, the row's EIConfig, the entity artifact id, git revision, world size
+    config.json    the config, the row's EIConfig, the inputs' identity (entity artifact id, training file's
+                   path, size and mtime), git revision, world size
+    .lock          held (fcntl.flock) by the process training in the directory; names its pid
     log.csv        one row per optimiser step (LOG_FIELDS)
     checkpoints/   {epoch_<k>,step_<n>}.pt: resume points (train.RunState payloads)
     final.pt       the trained model (read back by eiclip_core.loading.load_run)
     done.json      device, world size, seconds, steps, throughput, the checkpoint resumed from
 
-Every rank may ask (is_done, check_can_start); only rank 0 writes.
+Every rank may ask (is_done, check_can_start); only rank 0 locks and writes.
 """
+import contextlib
 import csv
+import fcntl
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +27,23 @@ from eiclip_core.io import write_json, write_text
 LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
 
 
+INPUT_KEYS = ("entity_artifact_id", "train_identity")  # what a run is made from besides its config
+
+
+def file_identity(path) -> dict:
+    """A data file's identity without reading gigabytes: resolved path, size, modification time
+    (a regenerated or replaced file changes size or mtime; a content hash would cost a full read)."""
+    try:
+        st = Path(path).stat()
+    except OSError as e:
+        raise KitError(f"{path}: cannot read the file ({e.strerror})") from e
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def run_record(cfg: TrainConfig, artifact_id: str) -> dict:
-    """What config.json pins about a run: the config plus what identifies the inputs (entity artifact id)."""
-    return {"config": cfg.to_dict(), "ei_config": cfg.ei_config().to_dict(), "entity_artifact_id": artifact_id}
+    """What config.json pins about a run: the config plus what identifies its inputs (INPUT_KEYS)."""
+    return {"config": cfg.to_dict(), "ei_config": cfg.ei_config().to_dict(), "entity_artifact_id": artifact_id,
+            "train_identity": file_identity(cfg.train)}
 
 
 @dataclass
@@ -41,11 +60,20 @@ class RunDirectory:
 
     # ------------------------------------------------------------------------- reuse decisions
 
-    def is_done(self, cfg: TrainConfig) -> bool:
-        """A finished run (done.json) trained with exactly this config: reuse it instead of training again."""
+    def is_done(self, record: dict) -> bool:
+        """A finished run (done.json) trained with exactly this record (run_record): reuse it instead of
+        training again. Same config from other inputs (INPUT_KEYS) is refused: reusing it would be a
+        silent wrong result, training over it would lose it."""
         if not (self.path / "done.json").exists() or not self.config_file.exists():
             return False
-        return json.loads(self.config_file.read_text()).get("config") == cfg.to_dict()
+        saved = json.loads(self.config_file.read_text())
+        if saved.get("config") != record["config"]:
+            return False
+        changed = [k for k in INPUT_KEYS if saved.get(k) != record[k]]
+        if changed:
+            raise KitError(f"{self.path}: run directory holds a run made from other inputs ({', '.join(changed)} "
+                           "differ); pass another --out or delete it")
+        return True
 
     def check_can_start(self, record: dict, resume: str) -> None:
         """A new run never overwrites another one; a resumed run must have the same record (run_record)."""
@@ -54,8 +82,31 @@ class RunDirectory:
         if not resume:
             raise KitError(f"{self.path}: run directory already holds a run (pass --resume latest, or another --out)")
         saved = json.loads(self.config_file.read_text())
-        if {k: saved.get(k) for k in record} != record:
-            raise KitError(f"{self.config_file}: config differs from this run's; resume needs the same config")
+        changed = [k for k in record if saved.get(k) != record[k]]
+        if changed:
+            raise KitError(f"{self.config_file}: {', '.join(changed)} differ from this run's; "
+                           "resume needs the same config and inputs")
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the directory's lock file while training in it (non-blocking): a second process on the
+        same --out gets one line naming the holder's pid instead of interleaving the log.
+        The lock is released when the file closes, at exit or when the process dies."""
+        lock_file = self.path / ".lock"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(lock_file, "a+")
+        except OSError as e:
+            raise KitError(f"{lock_file}: cannot create the run directory's lock file ({e.strerror})") from e
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "unknown"
+                raise KitError(f"{self.path}: run directory is in use by another process (pid {holder})") from None
+            f.seek(0), f.truncate(), f.write(str(os.getpid())), f.flush()
+            yield
 
     # -------------------------------------------------------------------------------- writing
 

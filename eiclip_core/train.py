@@ -14,7 +14,8 @@ Resume a killed run where it stopped (model, optimiser, schedule, scaler, data p
 
     eiclip train ... --out data/smoke/runs/ei-clip/seed0 --resume latest
 
-The run directory (config.json, log.csv, checkpoints/, final.pt, done.json) is run_directory.py's.
+The run directory (config.json, log.csv, checkpoints/, final.pt, done.json) is run_directory.py's;
+the training split as the loop reads it is training_data.py's.
 Recipe defaults follow METHOD.md section 9 (AdamW, cosine with warm-up, mixed precision on GPU).
 `RunState` holds what a run changes and a checkpoint stores; `train_step` is one optimiser step;
 `train_loop` reads top to bottom: epochs of steps, a log row per step, checkpoints.
@@ -26,14 +27,13 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Iterator, Optional
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from eiclip_core import distributed as D
@@ -44,8 +44,10 @@ from eiclip_core.errors import KitError
 from eiclip_core.loss import EICLIPLoss
 from eiclip_core.model import EICLIP, build_eiclip
 from eiclip_core.run_directory import RunDirectory, run_record
+from eiclip_core.training_data import MicroBatch, TrainingData
 
 LOSSES = ("loss", "loss_itc", "loss_ent")
+RESUME_MAY_DIFFER = ("out", "checkpoint_every", "keep_checkpoints")  # config fields that leave the numbers alone
 
 
 # --------------------------------------------------------------------------------------------- recipe
@@ -78,72 +80,6 @@ def autocast_dtype(precision: str, device: torch.device):
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-# ----------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class MicroBatch:
-    """One contrastive batch (this rank's slice of it) on the training device."""
-
-    images: torch.Tensor  # (B, 3, S, S)
-    tokens: torch.Tensor  # (B, L)
-    value_ids: torch.Tensor  # (B, |T|) int64, -1 = missing; columns follow model.types
-    product_ids: np.ndarray  # (B,) named in the error of a non-finite loss
-
-
-@dataclass
-class TrainingData:
-    """The training split as the loop reads it: images through a DataLoader, text and labels precomputed."""
-
-    dataset: Dataset  # data.TrainDataset: one random view per product and epoch
-    tokens: torch.Tensor  # (N, L) every product's tokens, computed once
-    value_ids: torch.Tensor  # (N, |T|) value index per product and type, -1 = missing
-    product_ids: np.ndarray  # (N,)
-    steps_per_epoch: int  # optimiser steps in one epoch (the last incomplete batch is dropped)
-    total_steps: int  # optimiser steps of the run: all epochs, cut at max_steps
-
-    @classmethod
-    def build(cls, cfg: TrainConfig, backbone, artifact, types: list) -> "TrainingData":
-        from eiclip_core.data import FashionGen, TrainDataset  # the data stack loads only to train
-
-        data = FashionGen(cfg.train)
-        product_ids = data.products["product_id"].to_numpy()
-        if not np.array_equal(np.asarray(artifact.product_ids("train")), product_ids):
-            raise KitError(f"{artifact.path}: training product ids differ from the training file "
-                           "(mine the entities from this file again)")
-        ids = artifact.value_ids("train")  # in file order, as checked above
-        value_ids = torch.from_numpy(np.stack([np.asarray(ids[t], dtype=np.int64) for t in types], axis=1))
-        texts = data.products["text"].tolist()
-        tokens = torch.cat([backbone.tokenizer(texts[i:i + 4096]) for i in range(0, len(texts), 4096)])
-        steps_per_epoch = len(data) // cfg.batch_size // cfg.accum_steps
-        if steps_per_epoch < 1:
-            raise KitError(f"{cfg.train}: {len(data)} products are fewer than one optimiser step "
-                           f"({cfg.batch_size} x {cfg.accum_steps})")
-        total_steps = cfg.epochs * steps_per_epoch
-        total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
-        dataset = TrainDataset(data, transform=backbone.preprocess_train, seed=cfg.seed)
-        return cls(dataset, tokens, value_ids, product_ids, steps_per_epoch, total_steps)
-
-    def micro_batches(self, cfg: TrainConfig, epoch: int, pos: int, dist_info: D.DistInfo) -> Iterator[MicroBatch]:
-        """This rank's micro-batches of `epoch` from optimiser step `pos` on, each loaded when asked for
-        (augmentation and the hard gates draw from one global RNG, in the order of an unbroken run).
-
-        The global batches depend only on (seed, epoch) (distributed.epoch_batches): a resumed run and
-        N processes see what one uninterrupted process sees.
-        """
-        self.dataset.set_epoch(epoch)
-        batches = D.epoch_batches(len(self.dataset), cfg.batch_size, cfg.seed, epoch)
-        batches = batches[pos * cfg.accum_steps: self.steps_per_epoch * cfg.accum_steps]
-        local = [D.shard(b, dist_info.rank, dist_info.world_size).tolist() for b in batches]
-        device = dist_info.device
-        # own generator: creating the iterator must not consume the global RNG (resume would diverge)
-        loader = DataLoader(self.dataset, batch_sampler=local, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed), pin_memory=device.type == "cuda")
-        for images, idx in loader:
-            yield MicroBatch(images.to(device, non_blocking=True), self.tokens[idx].to(device),
-                             self.value_ids[idx].to(device), self.product_ids[idx.numpy()])
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -202,14 +138,24 @@ class RunState:
         self.step, self.epoch, self.pos = payload["step"], payload["epoch"], payload["pos"]
         D.set_rng_state(payload["rng"][rank], self.device)
 
-    def resume(self, resume: str, run: RunDirectory, rank: int) -> None:
+    def resume(self, resume: str, run: RunDirectory, cfg: TrainConfig, rank: int) -> None:
         """Restore from `resume`: a checkpoint file, or "latest", the run's newest readable checkpoint
-        (none yet: start from step 0)."""
+        (none yet: say so and start from step 0). A checkpoint of another config (RESUME_MAY_DIFFER aside)
+        is refused naming the fields: it would continue another schedule or fail on other weights."""
         path, payload = (latest_checkpoint(run.checkpoints, "cpu") if resume == "latest"
                          else (Path(resume), load_checkpoint(resume, "cpu")))
-        if payload is not None:
-            self.restore(payload, rank)
-            self.last_checkpoint = self.resumed_from = path
+        if payload is None:
+            if rank == 0:
+                print(f"{run.checkpoints}: no checkpoint found; training starts from step 0", file=sys.stderr)
+            return
+        saved, wanted = payload.get("config", {}), cfg.to_dict()
+        keys = sorted((set(saved) | set(wanted)) - set(RESUME_MAY_DIFFER))
+        changed = [f"{k} ({wanted.get(k)!r} here, {saved.get(k)!r} in the checkpoint)"
+                   for k in keys if saved.get(k) != wanted.get(k)]
+        if changed:
+            raise KitError(f"{path}: checkpoint of another config, differing in {', '.join(changed)}")
+        self.restore(payload, rank)
+        self.last_checkpoint = self.resumed_from = path
 
     def save(self, run: RunDirectory, name: str, cfg: TrainConfig, dist_info: D.DistInfo) -> None:
         """Checkpoint to run.checkpoints/`name` (rank 0 writes and prunes old ones); every rank calls it."""
@@ -268,7 +214,8 @@ def train(cfg: TrainConfig, resume: str = "", progress: bool = True) -> Path:
         raise KitError("train config: train, entities and out are required")
     dist_info = D.init_distributed(cfg.device)
     try:
-        return _train(cfg, resume, progress, dist_info)
+        with RunDirectory(cfg.out).lock() if dist_info.is_main else nullcontext():
+            return _train(cfg, resume, progress, dist_info)
     finally:
         D.cleanup()
 
@@ -294,16 +241,16 @@ def _train(cfg: TrainConfig, resume: str, progress: bool, dist_info: D.DistInfo)
     from eiclip_core.runtime import git_revision
 
     run = RunDirectory(cfg.out)
-    if run.is_done(cfg):
+    artifact = load_artifact(cfg.entities)
+    record = run_record(cfg, artifact.id)
+    if run.is_done(record):
         return run.path
     if cfg.batch_size % dist_info.world_size:
         raise KitError(f"train config: batch_size={cfg.batch_size} not divisible by {dist_info.world_size} processes")
-    artifact = load_artifact(cfg.entities)
-    record = run_record(cfg, artifact.id)
     run.check_can_start(record, resume)
     state, data, loss_fn = prepare(cfg, artifact, dist_info)
     if resume:
-        state.resume(resume, run, dist_info.rank)
+        state.resume(resume, run, cfg, dist_info.rank)
     if dist_info.is_main:
         run.open(record, state.step, {"git_revision": git_revision(), "world_size": dist_info.world_size})
     first_step, started = state.step, time.perf_counter()

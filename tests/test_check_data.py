@@ -1,7 +1,8 @@
 """Bad input: every broken file gives one clear line naming file and key, never a bare traceback.
 
 The reader (`FashionGen`) raises a KitError, `check_file` lists the problems, and `eiclip check-data`
-exits non-zero. Property-based tests generate malformed files and strings.
+exits 2 (bad input). Property-based tests generate malformed files and strings; hostile files (memory
+bombs, corrupt chunks and metadata, FIFOs, unreadable files) are in test_hostile_files.py.
 """
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_bad_file_gives_one_clear_line(case, tmp_path, write_fashiongen_h5, caps
     lines = check_file(path)
     assert lines and all(line.startswith(f"{path}: ") and "\n" not in line for line in lines)
     assert any(all(w in line for w in words) for line in lines)
-    assert main(["check-data", str(path)]) == 1
+    assert main(["check-data", str(path)]) == 2
     out = capsys.readouterr().out
     assert all(w in out for w in words) and "Traceback" not in out and "OK " not in out
 
@@ -62,7 +63,7 @@ def test_truncated_file(fraction, tmp_path, write_fashiongen_h5, capsys):
     with pytest.raises(KitError, match=r"cut\.h5: .*(unreadable|truncated)"):
         FashionGen(path)
     assert len(check_file(path)) == 1
-    assert main(["check-data", str(path)]) == 1
+    assert main(["check-data", str(path)]) == 2
     assert "truncated" in capsys.readouterr().out
 
 
@@ -71,7 +72,7 @@ def test_missing_file_and_directory(tmp_path, capsys):
         FashionGen(tmp_path / "nope.h5")
     with pytest.raises(KitError, match="is a directory"):
         FashionGen(tmp_path)
-    assert main(["check-data", str(tmp_path / "nope.h5")]) == 1
+    assert main(["check-data", str(tmp_path / "nope.h5")]) == 2
 
 
 def test_all_problems_are_listed(tmp_path, write_fashiongen_h5):
@@ -94,7 +95,7 @@ def test_check_data_ok_on_good_files(smoke_data, tmp_path, write_fashiongen_h5, 
 
 def test_check_data_reports_each_file(smoke_data, tmp_path, write_fashiongen_h5, capsys):
     bad = write_fashiongen_h5(tmp_path / "bad.h5", views=(1, 2), drop=("input_pose",))
-    assert main(["check-data", str(smoke_data["validation"]), str(bad)]) == 1
+    assert main(["check-data", str(smoke_data["validation"]), str(bad)]) == 2
     out = capsys.readouterr().out
     assert "OK " in out and "bad.h5: key 'input_pose' missing" in out and "1 of 2 file(s)" in out
 
@@ -150,6 +151,9 @@ def test_malformed_files_load_or_raise_kiterror(case, tmp_path, write_fashiongen
     assert all(any(k in p for k in unused) for p in problems), problems
     assert sum(len(r) for r in ds.products.rows) == ds.n_rows
     ds.image(ds.n_rows - 1)
+    if not check_file(path, full=True):  # the promise of --full: every image row of a file that passes loads
+        assert all(ds.image(row).shape == ds.image_shape for row in range(ds.n_rows))
+    ds.close()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

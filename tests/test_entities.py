@@ -333,3 +333,22 @@ def test_miniLM_tokenizer_flags_ordinary_words():
     assert reasons[0] == "ordinary word" and reasons[1] == "ordinary words"
     assert reasons[2].startswith("split into")
     assert flags.tolist()[:3] == [True, True, True]
+
+
+def test_unknown_backbone_is_refused_naming_the_available_ones(tmp_path, write_fashiongen_h5, capsys):
+    """open_clip falls back to CLIP's tokenizer for a name it does not know; mining must not."""
+    from eiclip_core.cli import main
+    from eiclip_core.entities import backbone_tokenizer
+
+    with pytest.raises(KitError, match=r"backbone 'nosuchmodel': unknown; available: eiclip-tiny .*ViT-B-32"):
+        backbone_tokenizer("nosuchmodel")
+    with pytest.raises(KitError, match=r"close to what you typed: ViT-B-32"):
+        backbone_tokenizer("ViT-B32")
+    assert backbone_tokenizer("ViT-B-32")("diesel") == ["diesel"]  # a known open_clip name still works
+
+    out = tmp_path / "entities.json"
+    args = ["mine", "--train", str(write_fashiongen_h5(tmp_path / "train.h5")), "--out", str(out)]
+    assert main(args + ["--backbone", "nosuchmodel"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: backbone 'nosuchmodel': unknown; available:")
+    assert not out.exists()

@@ -247,6 +247,7 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
         run.mkdir(parents=True)
         save_checkpoint(run / "final.pt", {"model": {"w": torch.full((3,), float(i))}})  # distinct ids
         (run / "done.json").write_text("{}")
+        (run / "config.json").write_text(json.dumps({"entity_artifact_id": "stand-in"}))
 
     def load_run(run_dir, device):
         loads.append(str(run_dir))
@@ -302,4 +303,16 @@ def test_missing_run_is_a_clear_error_and_writes_nothing(evaluation_setup, tmp_p
     (data_dir / "runs/ei-clip/seed0/done.json").unlink()
     with pytest.raises(KitError, match="runs/ei-clip/seed0: run not finished"):
         evaluate_profile(get_profile("smoke"), data_dir, device="cpu")
+    assert loads == [] and not (data_dir / "cache").exists()
+
+
+def test_run_of_another_entity_artifact_is_refused_by_name(evaluation_setup):
+    from eiclip_core.evaluate import evaluate_profile
+    from eiclip_core.profiles import get_profile
+
+    data_dir, loads = evaluation_setup
+    (data_dir / "runs/ei-clip/seed0/config.json").write_text(json.dumps({"entity_artifact_id": "older"}))
+    profile = get_profile("smoke", rows=("clip-ft", "ei-clip"), seeds=(0,))
+    with pytest.raises(KitError, match="runs/ei-clip/seed0: run trained on entity artifact older, the data's is stand-in"):
+        evaluate_profile(profile, data_dir, device="cpu")
     assert loads == [] and not (data_dir / "cache").exists()

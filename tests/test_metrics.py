@@ -3,12 +3,17 @@
 Tie tests use "dyadic" embeddings (entries +-1/4 in d=16, or unit basis vectors) whose dot products
 are exact in float32 whatever the summation order, so planted ties really are ties.
 """
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from eiclip_core import metrics
 from eiclip_core.errors import KitError
-from eiclip_core.metrics import (positive_ranks, retrieval_metrics, sample100_candidates,
+from eiclip_core.metrics import (positive_ranks, retrieval_metrics, retrieval_ranks, sample100_candidates,
                                  sample100_metrics)
 
 E = np.eye(4, dtype=np.float32)
@@ -207,3 +212,91 @@ def test_sample100_bad_inputs():
         sample100_metrics(img, txt, pids, subs, n_queries=500)
     with pytest.raises(KitError, match="one row per product"):
         sample100_metrics(img, txt[:100], pids, subs, n_queries=10)
+
+
+# ---- one pass for both directions (retrieval_ranks)
+
+
+def tied_products(rng, n_products, n_patterns, biased):
+    """Texts (1-2 per product) and images (1-3 views) of shuffled products, drawn from n_patterns dyadic
+    rows: exact ties everywhere. biased: the first 10 of 16 entries are +1/4, so no score is 0."""
+    tpids = np.repeat(np.arange(n_products), rng.integers(1, 3, n_products))
+    ipids = np.repeat(np.arange(n_products), rng.integers(1, 4, n_products))
+    rng.shuffle(tpids)
+    rng.shuffle(ipids)
+    img, txt = dyadic(rng, len(ipids), n_patterns), dyadic(rng, len(tpids), n_patterns)
+    if biased:
+        img[:, :10] = txt[:, :10] = 0.25
+    return img, txt, ipids * 7 + 3, tpids * 7 + 3
+
+
+@settings(max_examples=150)
+@given(seed=st.integers(0, 2**32 - 1), n_products=st.integers(1, 12), n_patterns=st.integers(1, 6),
+       biased=st.booleans(), rows=st.integers(1, 9), cols=st.integers(1, 12))
+def test_one_pass_matches_reference_for_any_tiling(seed, n_products, n_patterns, biased, rows, cols):
+    img, txt, ipids, tpids = tied_products(np.random.default_rng(seed), n_products, n_patterns, biased)
+    with patch.dict(metrics.TILE_BYTES, {"cpu": 4 * rows * cols}):  # tiles of rows x cols
+        i2t, t2i = retrieval_ranks(img, txt, ipids, tpids, chunk_size=rows)
+    np.testing.assert_array_equal(i2t, reference_ranks(img, txt, ipids, tpids))
+    np.testing.assert_array_equal(t2i, reference_ranks(txt, img, tpids, ipids))
+
+
+def test_one_pass_settles_ties_outside_the_positives_tile_itself(monkeypatch):
+    # one image and one text per product, same vectors: H ties H, E0 ties E0
+    vectors = np.stack([H, E[0], E[1], H, E[0], H])
+    pids = np.arange(6)
+    expected = [0, 0, 0, 1, 1, 2]  # product 3's H ties product 0's (lower: beats) and 5's (higher)
+    recounted = []
+    monkeypatch.setattr(metrics, "_row_ranks", lambda q, *a: recounted.append(len(q)) or np.zeros(len(q)))
+    with patch.dict(metrics.TILE_BYTES, {"cpu": 4 * 2 * 2}):  # 2 x 2 tiles: no tie shares b's tile
+        i2t, t2i = retrieval_ranks(vectors, vectors, pids, pids, chunk_size=2)
+    np.testing.assert_array_equal(i2t, expected)
+    np.testing.assert_array_equal(t2i, expected)
+    assert recounted == []
+    monkeypatch.undo()
+    with patch.dict(metrics.TILE_BYTES, {"cpu": 4 * 6 * 6}):  # one tile: the ties share it, recounted
+        assert [r.tolist() for r in retrieval_ranks(vectors, vectors, pids, pids)] == [expected, expected]
+
+
+@pytest.mark.parametrize("make", ["dyadic", "gaussian"])
+def test_one_pass_recounts_queries_whose_positive_scores_disagree(make, monkeypatch):
+    # step 1 scores one ulp low for a random half of the pairs: as if another GEMM rounded differently
+    rng = np.random.default_rng(5)
+    img, txt, ipids, tpids = tied_products(rng, 40, 6, biased=True)
+    if make == "gaussian":
+        img, txt = gaussian(rng, len(img)), gaussian(rng, len(txt))
+    pair_scores = metrics._pair_scores
+
+    def disagreeing(*args):
+        s = pair_scores(*args)
+        low = torch.from_numpy(rng.random(len(s)) < 0.5)
+        return torch.where(low, torch.nextafter(s, torch.tensor(-1.0)), s)
+
+    monkeypatch.setattr(metrics, "_pair_scores", disagreeing)
+    with patch.dict(metrics.TILE_BYTES, {"cpu": 4 * 8 * 8}):
+        i2t, t2i = retrieval_ranks(img, txt, ipids, tpids, chunk_size=8)
+    np.testing.assert_array_equal(i2t, reference_ranks(img, txt, ipids, tpids))
+    np.testing.assert_array_equal(t2i, reference_ranks(txt, img, tpids, ipids))
+
+
+def test_one_pass_ties_at_zero_survive_flush_to_zero():
+    # t = 0: "s >= 0" as s > nextafter(0, -inf) needs denormals; with them flushed, recounted instead
+    img, txt = np.stack([E[0], E[1], E[2]]), np.stack([E[1], E[2], E[0]])
+    ipids, tpids = ["A", "B", "C"], ["B", "A", "C"]  # image A's text scores 0, as does B's (lower)
+    if not torch.set_flush_denormal(True):
+        pytest.fail("this CPU cannot flush denormals; the test needs one that can")
+    try:
+        with patch.dict(metrics.TILE_BYTES, {"cpu": 4}):  # 1 x 1 tiles
+            i2t, t2i = retrieval_ranks(img, txt, ipids, tpids, chunk_size=1)
+    finally:
+        torch.set_flush_denormal(False)
+    np.testing.assert_array_equal(i2t, reference_ranks(img, txt, ipids, tpids))
+    np.testing.assert_array_equal(t2i, reference_ranks(txt, img, tpids, ipids))
+
+
+@given(n=st.integers(1, 60), size=st.integers(1, 70))
+def test_tiles_cover_each_index_once_with_full_size_gemms(n, size):
+    grid = metrics.TileGrid(n, n, min(size, n), min(size, n))
+    spans = grid.spans(0)
+    assert [i for _, lo, hi in spans for i in range(lo, hi)] == list(range(n))
+    assert all(0 <= start <= lo < hi <= start + grid.rows <= n for start, lo, hi in spans)

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from eiclip_core.errors import KitError
+from eiclip_core.io import read_json
 
 FIELDS = ("name", "description", "brand", "category", "subcategory", "composition", "season", "gender",
           "department")
@@ -89,14 +90,7 @@ def _as_columns(value, key: str, where: str) -> tuple:
 
 def load_mapping(path) -> Mapping:
     """Read and check MAPPING.json (format in the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: mapping file not found")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise KitError(f"{path}: unreadable mapping ({type(e).__name__}: {e})") from None
-    return mapping_from_dict(spec, str(path))
+    return mapping_from_dict(read_json(path, "mapping"), str(path))
 
 
 def mapping_from_dict(spec, where: str) -> Mapping:

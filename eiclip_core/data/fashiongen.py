@@ -1,22 +1,27 @@
 """Read a Fashion-Gen HDF5 file (real or generated) as products: metadata table + single-row images.
 
 The real files (see FASHIONGEN.md) hold one row per image; the rows of a product are contiguous.
-This reader reads the string columns whole, once (32k validation rows in well under a second), decodes
-them as latin-1 (UTF-8 with errors ignored silently drops accents: "appliqué" -> "appliqu"), groups
-rows into products, and keeps no HDF5 handle open afterwards: images are read one row at a time
-through a handle opened lazily in each process, because an h5py handle must not cross a fork
-(DataLoader workers) and fancy indexing on the image array is 10 to 150 times slower.
+This reader reads the metadata columns once, in pieces of at most h5file.READ_BYTES (32k validation
+rows in well under a second), keeping only each product's first-row values, so its memory grows
+with the number of products, never with what a file declares. It decodes strings as latin-1 (UTF-8
+with errors ignored silently drops accents: "appliqué" -> "appliqu"), groups rows into products,
+and keeps no HDF5 handle open afterwards: images are read one row at a time through a handle
+opened lazily in each process, because an h5py handle must not cross a fork (DataLoader workers)
+and fancy indexing on the image array is 10 to 150 times slower.
 
-Every problem a user can fix (unreadable or truncated file, missing key, wrong dtype or shape, a
-product split across the file, empty text, binary strings, NaN prices) is a one-line KitError naming
-the file and the key. `inspect()` returns all of them; `eiclip check-data` prints them.
+Every problem a user can fix (unreadable, truncated or corrupt file, missing key, wrong dtype or
+shape, a dataset declaring more than the file stores, a product split across the file, empty text,
+binary strings, NaN prices) is a one-line KitError naming the file and the key. `inspect()` returns
+all of them; `eiclip check-data` prints them.
 """
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 
+from eiclip_core.data.h5file import error_reason, open_h5, row_pieces, storage_problem, unreadable_chunks
 from eiclip_core.errors import KitError
 from eiclip_core.text import product_text
 
@@ -39,36 +44,12 @@ COLUMNS = {
     "composition": "input_composition", "season": "input_season", "gender": "input_gender",
     "department": "input_department",
 }
-_CHUNK_ROWS = 65536  # rows per read of a string column (bounds memory on the 260k-row train file)
 # control characters other than tab/newline/carriage return mark binary junk, not text
 _BINARY = bytes(sorted(set(range(0, 9)) | {11, 12} | set(range(14, 32)) | {127}))
 
 
-def open_h5(path):
-    """h5py.File(path, "r") with unreadable files turned into a KitError naming the file."""
-    import h5py
-
-    path = Path(path)
-    if not path.exists():
-        raise KitError(f"{path}: file not found")
-    if path.is_dir():
-        raise KitError(f"{path}: is a directory, expected a Fashion-Gen .h5 file")
-    try:
-        return h5py.File(path, "r")
-    except (OSError, ValueError) as e:
-        reason = str(e).split("(")[0].strip() or type(e).__name__
-        raise KitError(f"{path}: unreadable HDF5 file (truncated or not HDF5: {reason})") from None
-
-
 def _decode(raw: np.ndarray) -> list[str]:
     return [(b.decode("latin-1") if isinstance(b, bytes) else str(b)).strip() for b in raw]
-
-
-def _read_column(f, key, n):
-    """The whole column `key` as a flat numpy array (n,), read in chunks; raises OSError on I/O errors."""
-    dset = f[key]
-    parts = [np.asarray(dset[i:i + _CHUNK_ROWS]).reshape(-1) for i in range(0, n, _CHUNK_ROWS)]
-    return np.concatenate(parts) if parts else np.zeros((0,), dset.dtype)
 
 
 def _shape_problem(dset, key, n):
@@ -79,8 +60,6 @@ def _shape_problem(dset, key, n):
 
 
 def _dtype_problem(dset, key):
-    import h5py
-
     kind = dset.dtype.kind
     if key in STRING_KEYS:
         if kind == "S" or (kind == "O" and h5py.check_string_dtype(dset.dtype) is not None):
@@ -103,112 +82,173 @@ def _is_binary(b: bytes) -> bool:
     return b"\x00" in b or len(b) - len(b.translate(None, _BINARY)) > 0.1 * len(b)
 
 
-def _string_problems(key, raw) -> list[str]:
-    """One line naming the first binary row; the joined column is checked first (fast path)."""
+def _string_problem(key, raw, offset):
+    """A line naming the first binary row of a piece starting at row `offset`, else None.
+
+    The joined piece is checked first (fast path)."""
     joined = b"".join(_as_bytes(b) for b in raw)
     if len(joined.translate(None, _BINARY)) == len(joined):
-        return []
+        return None
     row = next((i for i, b in enumerate(raw) if _is_binary(_as_bytes(b))), None)
-    return [] if row is None else [f"key '{key}': row {row} holds binary data (control characters), not text"]
+    return None if row is None else f"key '{key}': row {offset + row} holds binary data (control characters), not text"
 
 
-def _group_rows(ids: np.ndarray):
-    """Contiguous runs of equal product ids -> (starts, counts, problem or None if no id comes back)."""
-    n = len(ids)
-    change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-    starts = np.concatenate([[0], change]).astype(np.int64)
-    counts = np.diff(np.concatenate([starts, [n]])).astype(np.int64)
-    run_ids = ids[starts]
+def _price_problem(key, raw, offset):
+    bad = np.flatnonzero(~np.isfinite(raw.astype(np.float64)))
+    return f"key '{key}': row {offset + int(bad[0])} holds a NaN or infinite price" if len(bad) else None
+
+
+def _scan_column(dset, key, n, starts=None, check=None):
+    """Read column `key` piece by piece: (its values at rows `starts`, or None; the first problem `check` finds).
+
+    Only the kept values stay in memory: O(len(starts)), whatever the file declares.
+    """
+    kept, problem = [], None
+    for a, b in row_pieces(dset, n):
+        raw = np.asarray(dset[a:b]).reshape(-1)
+        problem = problem or (check(key, raw, a) if check else None)
+        if starts is not None:
+            lo, hi = np.searchsorted(starts, [a, b])
+            kept.append(raw[starts[lo:hi] - a])
+    return (np.concatenate(kept) if starts is not None else None), problem
+
+
+def _product_runs(dset, n):
+    """Contiguous runs of equal product ids -> (first row of each run, its id), read piece by piece."""
+    starts, run_ids, last = [], [], None
+    for a, b in row_pieces(dset, n):
+        ids = np.asarray(dset[a:b]).reshape(-1).astype(np.int64)
+        new = np.flatnonzero(np.concatenate([[last is None or ids[0] != last], ids[1:] != ids[:-1]]))
+        starts.append(new + a)
+        run_ids.append(ids[new])
+        last = ids[-1]
+    return np.concatenate(starts).astype(np.int64), np.concatenate(run_ids)
+
+
+def _split_problem(starts, run_ids):
+    """A line if a product id comes back after another one (its rows are not contiguous), else None."""
     uniq, seen = np.unique(run_ids, return_counts=True)
     if not (seen > 1).any():
-        return starts, counts, None
+        return None
     pid = uniq[np.flatnonzero(seen > 1)[0]]
     where = ", ".join(str(int(s)) for s in starts[run_ids == pid][:3])
-    return starts, counts, (f"key 'input_productID': product {int(pid)} is split across the file (runs start "
-                            f"at rows {where}); rows of a product must be contiguous")
+    return (f"key 'input_productID': product {int(pid)} is split across the file (runs start "
+            f"at rows {where}); rows of a product must be contiguous")
 
 
-def inspect(path, f=None, check_all=True):
+def inspect(path, f=None, check_all=True, full=False, progress=False):
     """Validate an open (or openable) file; returns (problems: list[str], table: dict or None).
 
     `table` holds what the reader needs (decoded columns, ids, prices, grouping) when the file is
-    valid. Structural problems (keys, shapes, dtypes) are always all listed; with check_all=False
-    (the reader's path) only the columns the reader uses are read, and reading stops at the first
-    bad one. Problems are lines without the file name; callers prefix it.
+    valid. Structural problems (keys, shapes, dtypes, datasets declaring more than the file stores)
+    are always all listed, before any data is read; with check_all=False (the reader's path) only
+    the columns the reader uses are read, and reading stops at the first bad one. Images: the first
+    and last rows are read, or with full=True every chunk (a tqdm bar when `progress`). Problems are
+    lines without the file name; callers prefix it. Raises KitError for an unreadable file.
     """
     own = f is None
     if own:
         f = open_h5(path)
     try:
-        return _inspect(path, f, check_all)
+        datasets, problems = _open_datasets(f)
+        if IMAGE_KEY not in datasets:
+            return problems, None
+        n = datasets[IMAGE_KEY].shape[0] if datasets[IMAGE_KEY].shape else 0
+        problems += _structure_problems(datasets, n, f.id.get_filesize())
+        if problems:
+            return problems, None
+        return _read_table(datasets, n, check_all, full, progress)
     finally:
         if own:
             f.close()
 
 
-def _inspect(path, f, check_all):
-    missing = [k for k in REQUIRED_KEYS if k not in f]
-    problems = [f"key '{k}' missing" for k in missing]
-    groups = [k for k in REQUIRED_KEYS if k not in missing and not hasattr(f[k], "shape")]
-    problems += [f"key '{k}' is a group, expected a dataset" for k in groups]
-    if IMAGE_KEY in missing + groups:
-        return problems, None
-    skip = set(missing + groups)
+_H5_ERRORS = (KeyError, OSError, RuntimeError, TypeError, ValueError)  # what h5py raises on corrupt metadata
 
-    img = f[IMAGE_KEY]
-    n = img.shape[0] if img.shape else 0
+
+def _open_datasets(f):
+    """key -> dataset for each required key that opens; a problem line for each one that does not."""
+    datasets, problems = {}, []
+    for k in REQUIRED_KEYS:
+        try:
+            if k not in f:
+                problems.append(f"key '{k}' missing")
+            elif not isinstance(f[k], h5py.Dataset):
+                problems.append(f"key '{k}' is a group, expected a dataset")
+            else:
+                datasets[k] = f[k]
+                datasets[k].shape, datasets[k].dtype  # parsed now: corrupt headers fail here, not mid-read
+        except _H5_ERRORS as e:
+            datasets.pop(k, None)
+            problems.append(f"key '{k}': corrupt HDF5 metadata ({error_reason(e)})")
+    return datasets, problems
+
+
+def _structure_problems(datasets, n, file_size):
+    """Shapes, dtypes and storage of the opened datasets; no data is read."""
+    img = datasets[IMAGE_KEY]
+    problems = []
     if img.ndim != 4 or img.shape[3] != 3 or img.shape[1] < 1 or img.shape[2] < 1:
         problems.append(f"key '{IMAGE_KEY}' has shape {img.shape}, expected (N, H, W, 3)")
     if img.dtype != np.uint8:
         problems.append(f"key '{IMAGE_KEY}' has dtype {img.dtype}, expected uint8")
-    for k in REQUIRED_KEYS[1:]:
-        if k in skip:
-            continue
-        p = _shape_problem(f[k], k, n) or _dtype_problem(f[k], k)
+    for k, dset in datasets.items():
+        p = None if k == IMAGE_KEY else _shape_problem(dset, k, n) or _dtype_problem(dset, k)
+        try:
+            p = p or storage_problem(dset, k, file_size)
+        except _H5_ERRORS as e:
+            p = f"key '{k}': corrupt HDF5 metadata ({error_reason(e)})"
         if p:
             problems.append(p)
     if n == 0 and not problems:
         problems.append(f"key '{IMAGE_KEY}' has no rows")
-    if problems:
-        return problems, None
+    return problems
 
+
+def _read_table(datasets, n, check_all, full, progress):
+    """Read the columns (and images: first and last row, or all with `full`) of a structurally valid file."""
+    problems = []
     try:
-        # a truncated file often opens but fails on data far into it: touch the last image row
-        img[n - 1]
-        img[0]
-        ids = _read_column(f, "input_productID", n).astype(np.int64)
-        price = _read_column(f, "input_msrpUSD", n).astype(np.float64)
-        keys = STRING_KEYS if check_all else tuple(COLUMNS.values())
+        starts, run_ids = _product_runs(datasets["input_productID"], n)
+        price, p = _scan_column(datasets["input_msrpUSD"], "input_msrpUSD", n, starts, _price_problem)
+        problems += [p] if p else []
         strings = {}
-        for k in keys:
-            raw = _read_column(f, k, n)
-            problems += _string_problems(k, raw)
-            strings[k] = raw
+        for k in (STRING_KEYS if check_all else tuple(COLUMNS.values())):
+            kept = starts if k in COLUMNS.values() else None  # check-only columns are not kept
+            strings[k], p = _scan_column(datasets[k], k, n, kept, _string_problem)
+            problems += [p] if p else []
             if problems and not check_all:
                 return problems, None
         if check_all:
-            _read_column(f, "index", n)
-            _read_column(f, "index_2", n)
+            _scan_column(datasets["index"], "index", n)
+            _scan_column(datasets["index_2"], "index_2", n)
+        img = datasets[IMAGE_KEY]
+        if full:
+            problems += [p for p in [unreadable_chunks(img, IMAGE_KEY, n, progress)] if p]
+        else:  # a truncated file often opens but fails on data far into it: touch the last image row
+            img[n - 1]
+            img[0]
     except OSError as e:
-        reason = str(e).split("(")[0].strip() or type(e).__name__
-        return problems + [f"unreadable data ({reason}); the file is probably truncated"], None
-
-    if not np.isfinite(price).all():
-        problems.append(f"key 'input_msrpUSD': row {int(np.flatnonzero(~np.isfinite(price))[0])} "
-                        "holds a NaN or infinite price")
-    starts, counts, split = _group_rows(ids)
+        return problems + [f"unreadable data ({error_reason(e)}); the file is damaged or truncated"], None
+    split = _split_problem(starts, run_ids)
     if split:
         return problems + [split], None
-    first = {col: _decode(strings[k][starts]) for col, k in COLUMNS.items()}
+    return _product_table(strings, starts, run_ids, price.astype(np.float64), n, img, problems)
+
+
+def _product_table(strings, starts, run_ids, price, n, img, problems):
+    """The reader's table from the per-product values, or the empty-text problem."""
+    first = {col: _decode(strings[k]) for col, k in COLUMNS.items()}
     text = [product_text(a, b) for a, b in zip(first["name"], first["description"])]
     empty = [i for i, t in enumerate(text) if not t]
     if empty:
-        problems.append(f"keys 'input_name'/'input_description': product {int(ids[starts[empty[0]]])} "
+        problems.append(f"keys 'input_name'/'input_description': product {int(run_ids[empty[0]])} "
                         f"(row {int(starts[empty[0]])}) has empty text ({len(empty)} product(s) in all)")
     if problems:
         return problems, None
-    return problems, dict(first, text=text, ids=ids[starts], price=price[starts], starts=starts,
-                          counts=counts, image_shape=tuple(img.shape[1:]), n_rows=n)
+    counts = np.diff(np.concatenate([starts, [n]])).astype(np.int64)
+    return problems, dict(first, text=text, ids=run_ids, price=price, starts=starts, counts=counts,
+                          image_shape=tuple(img.shape[1:]), n_rows=n)
 
 
 class FashionGen:
@@ -231,7 +271,8 @@ class FashionGen:
             "product_id": t["ids"],
             **{col: t[col] for col in COLUMNS},
             "price": t["price"],
-            "rows": [list(range(s, s + c)) for s, c in zip(self.first_row.tolist(), self.n_views.tolist())],
+            # ranges, not lists: memory per product stays constant however many rows a file declares
+            "rows": [range(s, s + c) for s, c in zip(self.first_row.tolist(), self.n_views.tolist())],
             "text": t["text"],
         })
         self._file, self._images, self._pid = None, None, None
@@ -254,9 +295,8 @@ class FashionGen:
             raise IndexError(f"row {row} out of range [0, {self.n_rows})")
         try:
             return np.asarray(self._image_dataset()[row])
-        except OSError as e:
-            reason = str(e).split("(")[0].strip() or type(e).__name__
-            raise KitError(f"{self.path}: key '{IMAGE_KEY}': row {row} unreadable ({reason}); "
+        except _H5_ERRORS as e:  # damaged chunk, or a file changed since it was checked
+            raise KitError(f"{self.path}: key '{IMAGE_KEY}': row {row} unreadable ({error_reason(e)}); "
                            "the file is probably truncated") from None
 
     def close(self):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eiclip_core.errors import KitError
-from eiclip_core.io import write_json
+from eiclip_core.io import read_json, write_json
 
 ARTIFACT_VERSION = 1
 OTHER = "other"  # the last value of every vocabulary: rare training values and unseen ones
@@ -106,12 +106,7 @@ def write_artifact(path, content: dict) -> EntityArtifact:
 def load_artifact(path) -> EntityArtifact:
     """Load and check an artifact; KitError naming the file on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: entity artifact not found (create it with `eiclip mine`)")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise KitError(f"{path}: not a readable JSON entity artifact ({e})") from None
+    content = read_json(path, "entity artifact", missing_hint="create it with `eiclip mine`")
     if not isinstance(content, dict):
         raise KitError(f"{path}: not an entity artifact (top level is not an object)")
     if content.get("version") != ARTIFACT_VERSION:

@@ -104,10 +104,10 @@ def mine_dataset(train_path, validation_path, out_path, tokenizer=None, *, backb
     """
     from eiclip_core.data import FashionGen  # the reader raises KitError naming a bad file
 
+    tokenize = tokenizer if tokenizer is not None else backbone_tokenizer(backbone)  # an unknown name fails first
     splits = {"train": FashionGen(train_path).products}
     if validation_path is not None:
         splits["validation"] = FashionGen(validation_path).products
-    tokenize = tokenizer if tokenizer is not None else backbone_tokenizer(backbone)
     content = mine_products(splits, tokenize, min_count=min_count, alpha=alpha, max_pieces=max_pieces,
                             progress=progress, n_process=n_process,
                             backbone=backbone if tokenizer is None else "custom",

@@ -219,6 +219,23 @@ def prone_flags(values: list, tokenize: Optional[Callable[[str], list]], max_pie
     return np.asarray(flags, dtype=bool), reasons
 
 
+HF_HUB_PREFIX = "hf-hub:"  # open_clip's prefix for a model named by its Hugging Face repository
+
+
+def available_backbones(near: str = "") -> str:
+    """The backbone names `backbone_tokenizer` takes, in a line: the kit's, the paper's, how to list all."""
+    import difflib
+
+    import open_clip
+
+    names = open_clip.list_models()
+    close = difflib.get_close_matches(near, names, n=3, cutoff=0.6) if near else []
+    return ("eiclip-tiny (the kit's default), ViT-B-32 (the paper's)"
+            + (f", close to what you typed: {', '.join(close)}" if close else "")
+            + f", or any of the {len(names)} open_clip models "
+            "(python -c 'import open_clip; print(open_clip.list_models())')")
+
+
 def backbone_tokenizer(name: str = "eiclip-tiny") -> Callable[[str], list]:
     """str -> word pieces for the backbone's text tower (continuation markers dropped).
 
@@ -234,8 +251,12 @@ def backbone_tokenizer(name: str = "eiclip-tiny") -> Callable[[str], list]:
         except Exception as e:  # missing package or files: the user can fix it
             raise KitError(f"backbone {name!r}: MiniLM tokenizer not loadable ({type(e).__name__}: {e})") from None
         return lambda s: [p[2:] if p.startswith("##") else p for p in tok.tokenize(s)]
+    import open_clip
+
+    # get_tokenizer falls back to CLIP's tokenizer for a name it does not know, silently
+    if open_clip.get_model_config(name) is None and not name.startswith(HF_HUB_PREFIX):
+        raise KitError(f"backbone {name!r}: unknown; available: {available_backbones(name)}")
     try:
-        import open_clip
         tok = open_clip.get_tokenizer(name)
     except Exception as e:
         raise KitError(f"backbone {name!r}: open_clip tokenizer not loadable ({type(e).__name__}: {e})") from None
