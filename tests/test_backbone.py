@@ -30,10 +30,14 @@ def test_minilm_text_tower_holds_the_pretrained_weights(tiny):
 
 
 def test_same_seed_same_random_image_tower():
-    a, b = load_backbone(seed=3), load_backbone(seed=3)
-    c = load_backbone(seed=4)
+    """Asked for by name, the untrained image tower is a function of the seed; the default is the
+    general-domain weights, whatever the seed."""
+    a, b = load_backbone(pretrained="random", seed=3), load_backbone(pretrained="random", seed=3)
+    c = load_backbone(pretrained="random", seed=4)
     pa, pb, pc = (dict(m.model.visual.named_parameters())["conv1.weight"] for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    d, e = (dict(load_backbone(seed=s).model.visual.named_parameters())["conv1.weight"] for s in (3, 4))
+    assert torch.equal(d, e) and not torch.equal(d, pa)
 
 
 def test_tokenizer_and_shapes(tiny):

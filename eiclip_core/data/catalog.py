@@ -154,7 +154,7 @@ def read_table(path) -> pd.DataFrame:
     kind = path.name.lower().removesuffix(".gz").rsplit(".", 1)[-1]
     try:
         if kind == "csv":
-            table = pd.read_csv(io.BytesIO(_bytes_of(path)), dtype=str, keep_default_na=False,
+            table = pd.read_csv(io.BytesIO(_bytes_of(path)), dtype=object, keep_default_na=False,
                                 encoding="utf-8-sig", encoding_errors="surrogateescape")
         elif kind in ("jsonl", "json", "ndjson"):
             table = _read_jsonl(path)
