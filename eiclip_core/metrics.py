@@ -42,7 +42,7 @@ NORM_TOLERANCE = 1e-2  # fp16/bf16 encoders give norms within a few 1e-3 of 1 af
 # One tile of S. CPU: the tile, its comparisons and the text block stay in a 32 MiB L3 (counting a
 # tile that spills to memory measured ~3x slower); CUDA: big tiles keep kernel launches few.
 TILE_BYTES = {"cpu": 8 * 2**20, "cuda": 256 * 2**20}
-TILE_ROWS = 1024  # image rows per tile (chunk_size): 1024 x 2048 tiles ran fastest on CPU
+TILE_ROWS = 1024  # image rows per tile (chunk_size); 1024 x 2048 ran the GEMM near the square-matmul peak here
 PAIR_GROUP = 256  # pairs per GEMM in step 1: big enough for the GEMM kernel the pass itself uses
 
 
@@ -249,8 +249,8 @@ def _one_pass(img, txt, grid, images, texts, pairs) -> torch.Tensor:
 def _count_tile(tile, hits, q, q_lo, cand_lo, key):
     """Add to q.count the candidates of this tile (columns) beating each query's (row's) best positive.
 
-    hits: where the comparison goes, as float32 (1.0 = beats): float output is the vectorised kernel
-    (a bool one is not) and summing it is exact below 2^24; it may be the tile itself.
+    hits: where the comparison goes, as float32 (1.0 = beats): ATen vectorises a comparison into the
+    inputs' dtype, not into bool, and summing it is exact below 2^24; it may be the tile itself.
     """
     q_hi, cand_hi = q_lo + tile.shape[0], cand_lo + tile.shape[1]
     who = q.b_order[q.b_bounds[key]:q.b_bounds[key + 1]]
@@ -265,7 +265,8 @@ def _recount_unconfirmed(q, seen, query, cand, q_emb, c_emb, pos_idx, chunk_size
     """q's ranks, with the queries the pass could not settle (step 3 at the top) recounted."""
     best, index = _best_positive(seen, query, cand, len(q.best))
     tiny = torch.finfo(torch.float32).tiny
-    redo = (best != q.best) | (index != q.index) | (q.equal > 1) | (q.below.abs() < tiny) | (q.best.abs() < tiny)
+    redo = (best != q.best) | (index != q.index) | (q.equal > 1)
+    redo |= (q.below.abs() < tiny) | (q.best.abs() < tiny)
     redo = redo.nonzero().flatten().cpu().numpy()
     ranks = q.count.cpu().numpy()
     if len(redo):
