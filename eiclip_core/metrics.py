@@ -42,7 +42,7 @@ NORM_TOLERANCE = 1e-2  # fp16/bf16 encoders give norms within a few 1e-3 of 1 af
 # One tile of S. CPU: the tile, its comparisons and the text block stay in a 32 MiB L3 (counting a
 # tile that spills to memory measured ~3x slower); CUDA: big tiles keep kernel launches few.
 TILE_BYTES = {"cpu": 8 * 2**20, "cuda": 256 * 2**20}
-TILE_ROWS = 1024  # image rows per tile (chunk_size); 1024 x 2048 ran the GEMM near the square-matmul peak here
+TILE_ROWS = 1024  # most image rows per tile (chunk_size): ~1024 x 2048 tiles ran the GEMM near its peak here
 PAIR_GROUP = 256  # pairs per GEMM in step 1: big enough for the GEMM kernel the pass itself uses
 
 
@@ -74,7 +74,7 @@ def recalls(i2t_ranks, t2i_ranks, ks=KS) -> dict:
 def retrieval_ranks(image_emb, text_emb, image_pids, text_pids, chunk_size=TILE_ROWS):
     """(i2t, t2i) int64 ranks of every image and every text query, from one pass over S (see top).
 
-    chunk_size: image rows per tile; a tile spans as many texts as fit TILE_BYTES.
+    chunk_size: the most image rows per tile; a tile spans as many texts as fit TILE_BYTES.
     Every image needs a text of its product and every text an image (else KitError).
     """
     img, txt = _embedding_pair(image_emb, text_emb, chunk_size, ("image", "text"))
@@ -157,14 +157,22 @@ class TileGrid:
 
     @classmethod
     def for_pass(cls, n_rows, n_cols, chunk_size, device) -> "TileGrid":
-        rows = min(chunk_size, n_rows)
+        """At most chunk_size rows, TILE_BYTES a tile; sizes evened out, so the last tile (shifted
+        back) recomputes little: 30000 rows in tiles of 1000, not 29 of 1024 and one shifted by 720."""
+        rows = _even_split(n_rows, chunk_size)
         cols = TILE_BYTES.get(torch.device(device).type, TILE_BYTES["cpu"]) // (4 * rows)
-        return cls(n_rows, n_cols, rows, max(1, min(cols, n_cols)))
+        return cls(n_rows, n_cols, rows, _even_split(n_cols, max(1, cols)))
 
     def spans(self, axis: int) -> list[tuple[int, int, int]]:
         """(start of the tile's GEMM, first counted index, end) along axis 0 (images) or 1 (texts)."""
         n, size = (self.n_rows, self.rows) if axis == 0 else (self.n_cols, self.cols)
         return [(min(lo, n - size), lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def _even_split(n, most):
+    """The size of ceil(n / most) near-equal parts of n (at most `most`)."""
+    parts = -(-n // most)
+    return -(-n // parts)
 
 
 def _pairs_by_tile(pos_i2t, grid, device):
