@@ -42,7 +42,7 @@ NORM_TOLERANCE = 1e-2  # fp16/bf16 encoders give norms within a few 1e-3 of 1 af
 # One tile of S. CPU: the tile, its comparisons and the text block stay in a 32 MiB L3 (counting a
 # tile that spills to memory measured ~3x slower); CUDA: big tiles keep kernel launches few.
 TILE_BYTES = {"cpu": 8 * 2**20, "cuda": 256 * 2**20}
-TILE_ROWS = 1024  # image rows per tile (chunk_size): 1024 x 2048 tiles ran fastest on CPU
+TILE_ROWS = 1024  # most image rows per tile (chunk_size): ~1024 x 2048 tiles ran the GEMM near its peak here
 PAIR_GROUP = 256  # pairs per GEMM in step 1: big enough for the GEMM kernel the pass itself uses
 
 
@@ -74,7 +74,7 @@ def recalls(i2t_ranks, t2i_ranks, ks=KS) -> dict:
 def retrieval_ranks(image_emb, text_emb, image_pids, text_pids, chunk_size=TILE_ROWS):
     """(i2t, t2i) int64 ranks of every image and every text query, from one pass over S (see top).
 
-    chunk_size: image rows per tile; a tile spans as many texts as fit TILE_BYTES.
+    chunk_size: the most image rows per tile; a tile spans as many texts as fit TILE_BYTES.
     Every image needs a text of its product and every text an image (else KitError).
     """
     img, txt = _embedding_pair(image_emb, text_emb, chunk_size, ("image", "text"))
@@ -157,14 +157,22 @@ class TileGrid:
 
     @classmethod
     def for_pass(cls, n_rows, n_cols, chunk_size, device) -> "TileGrid":
-        rows = min(chunk_size, n_rows)
+        """At most chunk_size rows, TILE_BYTES a tile; sizes evened out, so the last tile (shifted
+        back) recomputes little: 30000 rows in tiles of 1000, not 29 of 1024 and one shifted by 720."""
+        rows = _even_split(n_rows, chunk_size)
         cols = TILE_BYTES.get(torch.device(device).type, TILE_BYTES["cpu"]) // (4 * rows)
-        return cls(n_rows, n_cols, rows, max(1, min(cols, n_cols)))
+        return cls(n_rows, n_cols, rows, _even_split(n_cols, max(1, cols)))
 
     def spans(self, axis: int) -> list[tuple[int, int, int]]:
         """(start of the tile's GEMM, first counted index, end) along axis 0 (images) or 1 (texts)."""
         n, size = (self.n_rows, self.rows) if axis == 0 else (self.n_cols, self.cols)
         return [(min(lo, n - size), lo, min(lo + size, n)) for lo in range(0, n, size)]
+
+
+def _even_split(n, most):
+    """The size of ceil(n / most) near-equal parts of n (at most `most`)."""
+    parts = -(-n // most)
+    return -(-n // parts)
 
 
 def _pairs_by_tile(pos_i2t, grid, device):
@@ -249,8 +257,8 @@ def _one_pass(img, txt, grid, images, texts, pairs) -> torch.Tensor:
 def _count_tile(tile, hits, q, q_lo, cand_lo, key):
     """Add to q.count the candidates of this tile (columns) beating each query's (row's) best positive.
 
-    hits: where the comparison goes, as float32 (1.0 = beats): float output is the vectorised kernel
-    (a bool one is not) and summing it is exact below 2^24; it may be the tile itself.
+    hits: where the comparison goes, as float32 (1.0 = beats): ATen vectorises a comparison into the
+    inputs' dtype, not into bool, and summing it is exact below 2^24; it may be the tile itself.
     """
     q_hi, cand_hi = q_lo + tile.shape[0], cand_lo + tile.shape[1]
     who = q.b_order[q.b_bounds[key]:q.b_bounds[key + 1]]
@@ -265,7 +273,8 @@ def _recount_unconfirmed(q, seen, query, cand, q_emb, c_emb, pos_idx, chunk_size
     """q's ranks, with the queries the pass could not settle (step 3 at the top) recounted."""
     best, index = _best_positive(seen, query, cand, len(q.best))
     tiny = torch.finfo(torch.float32).tiny
-    redo = (best != q.best) | (index != q.index) | (q.equal > 1) | (q.below.abs() < tiny) | (q.best.abs() < tiny)
+    redo = (best != q.best) | (index != q.index) | (q.equal > 1)
+    redo |= (q.below.abs() < tiny) | (q.best.abs() < tiny)
     redo = redo.nonzero().flatten().cpu().numpy()
     ranks = q.count.cpu().numpy()
     if len(redo):

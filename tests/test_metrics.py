@@ -1,4 +1,4 @@
-"""Retrieval metrics: hand-computed cases, a slow obviously-correct reference, chunking, bad input.
+"""Retrieval metrics: hand-computed cases, a slow obviously-correct reference, chunking and tiling, bad input.
 
 Tie tests use "dyadic" embeddings (entries +-1/4 in d=16, or unit basis vectors) whose dot products
 are exact in float32 whatever the summation order, so planted ties really are ties.

@@ -1,4 +1,4 @@
-"""`eiclip check-data [--full] PATH...`: validate Fashion-Gen HDF5 files before hours of training depend on them.
+"""`eiclip check-data [--full] PATH...`: validate Fashion-Gen HDF5 files before training depends on them.
 
 One line per problem, naming the file and the key; an OK line per good file; exit status 2 if any
 file has a problem (bad input, as everywhere in the kit). The checks are the reader's own
@@ -6,8 +6,8 @@ file has a problem (bad input, as everywhere in the kit). The checks are the rea
 the columns the reader does not use (the long concatenated description, the pose, the row indices):
 a file `FashionGen(path)` refuses always fails here.
 
-By default every metadata column is read in full but only the first and last image rows are (a
-13 GB file checks in seconds), and the OK line says so. `--full` reads every chunk of every
+By default every metadata column is read in full but only the first and last image rows are (the
+images are most of a file), and the OK line says so. `--full` reads every chunk of every
 dataset the kit reads, images included, with a progress bar: a file that passes `--full` always
 loads, and every image row of it reads.
 """
