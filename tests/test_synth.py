@@ -14,6 +14,8 @@ from eiclip_core.synth import generate, generate_unless_present, load_ground_tru
 from eiclip_core.synth.world import BRAND_ORDINARY, CATALOGUE, COLOURS, FIT_VALUES, FIT_WIDTH, MATERIALS
 from eiclip_core.text import normalise_value, product_text
 
+MARK = slice(48, 60)  # rows / columns of the brand mark at 64 pixels (render.draw_glyph)
+
 
 def _bytes(paths):
     return {k: p.read_bytes() for k, p in paths.items()}
@@ -181,7 +183,9 @@ def test_attributes_are_visible(smoke_data, gt):
 
     # colour word of the name -> mean garment colour, nearest to the named colour (season-shifted)
     words = [next(w for w in n.lower().split() if w in COLOURS) for n in va.products.name]
-    inside = mask_va[..., None] & (np.arange(64) < 56)[None, :, None, None]  # leave out the brand mark
+    outside_mark = np.ones((64, 64), bool)
+    outside_mark[MARK, MARK] = False  # the brand mark: 3 x 3 cells of 4 pixels, one cell from the corner
+    inside = (mask_va & outside_mark)[..., None]
     mean = (xva * inside).sum((1, 2)) / np.maximum(inside.sum((1, 2)), 1)
     ref = {w: np.array(c, float) for w, c in COLOURS.items()}
     guess = [min(ref, key=lambda w: np.abs(m - (ref[w] * 0.86 + (36 if s.startswith("SS") else 0))).sum())
@@ -189,7 +193,7 @@ def test_attributes_are_visible(smoke_data, gt):
     assert np.mean([g == w for g, w in zip(guess, words)]) > 0.7
 
     # brand -> the corner glyph of the first view identifies it exactly
-    glyph = lambda x: (x[:, 56:62, 56:62].reshape(len(x), -1) < 200).astype(np.float32)
+    glyph = lambda x: (x[:, MARK, MARK].reshape(len(x), -1) < 200).astype(np.float32)
     acc = _nearest_centroid_accuracy(glyph(xtr), [e["brand"] for e in ent["train"]],
                                      glyph(xva), [e["brand"] for e in ent["validation"]])
     assert acc > 0.95, acc
@@ -198,7 +202,7 @@ def test_attributes_are_visible(smoke_data, gt):
     width = {f: [] for f in FIT_VALUES}
     for e, m in zip(ent["train"], mask_tr):
         if e.get("fit") and e["subcategory"] in ("t-shirts", "tees"):
-            width[e["fit"]].append(m[:, :56].any(0).sum())
+            width[e["fit"]].append((m & outside_mark).any(0).sum())
     order = sorted((f for f in FIT_VALUES if width[f]), key=FIT_WIDTH.get)
     means = [np.mean(width[f]) for f in order]
     assert np.corrcoef([FIT_WIDTH[f] for f in order], means)[0, 1] > 0.9
