@@ -44,6 +44,7 @@ COLUMNS = {
     "composition": "input_composition", "season": "input_season", "gender": "input_gender",
     "department": "input_department",
 }
+_CHECK_ROWS = 65536  # rows checked at a time (see _scan_column)
 # control characters other than tab/newline/carriage return mark binary junk, not text
 _BINARY = bytes(sorted(set(range(0, 9)) | {11, 12} | set(range(14, 32)) | {127}))
 
@@ -101,12 +102,15 @@ def _price_problem(key, raw, offset):
 def _scan_column(dset, key, n, starts=None, check=None):
     """Read column `key` piece by piece: (its values at rows `starts`, or None; the first problem `check` finds).
 
-    Only the kept values stay in memory: O(len(starts)), whatever the file declares.
+    Only the kept values stay in memory: O(len(starts)), whatever the file declares. `check` sees
+    _CHECK_ROWS rows at a time: the string check makes a Python object per row (~60 bytes for 8).
     """
     kept, problem = [], None
     for a, b in row_pieces(dset, n):
         raw = np.asarray(dset[a:b]).reshape(-1)
-        problem = problem or (check(key, raw, a) if check else None)
+        if check and not problem:
+            problem = next((p for i in range(0, len(raw), _CHECK_ROWS)
+                            if (p := check(key, raw[i:i + _CHECK_ROWS], a + i))), None)
         if starts is not None:
             lo, hi = np.searchsorted(starts, [a, b])
             kept.append(raw[starts[lo:hi] - a])
@@ -147,8 +151,8 @@ def inspect(path, f=None, check_all=True, full=False, progress=False):
     lines without the file name; callers prefix it. Raises KitError for an unreadable file.
     """
     own = f is None
-    if own:
-        f = open_h5(path)
+    if own:  # reads are whole chunks, so a chunk cache would only hold memory (HDF5 2: 8 MiB per dataset)
+        f = open_h5(path, rdcc_nbytes=0)
     try:
         datasets, problems = _open_datasets(f)
         if IMAGE_KEY not in datasets:

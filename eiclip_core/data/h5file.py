@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from eiclip_core.errors import KitError
 
-READ_BYTES = 64 << 20  # the most one read of a column or one row may take (a real image row: 192 KiB)
+READ_BYTES = 16 << 20  # the most one read of a column or one row may take (a real image row: 192 KiB)
 # Reading one row decompresses its whole chunk. h5py's automatic chunks are at most 1 MiB; an
 # author's own may be larger, so the bound is generous.
 MAX_CHUNK_BYTES = 256 << 20
@@ -46,8 +46,8 @@ def error_reason(e: Exception) -> str:
     return (f"{head.strip()}: {detail}" if short else head.strip()) or type(e).__name__
 
 
-def open_h5(path):
-    """h5py.File(path, "r") for a readable regular file; anything else is a KitError naming the file.
+def open_h5(path, **options):
+    """h5py.File(path, "r", **options) for a readable regular file; anything else is a KitError naming the file.
 
     The kind of file is checked before opening: opening a FIFO blocks until someone writes to it.
     """
@@ -62,7 +62,7 @@ def open_h5(path):
         kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
         raise KitError(f"{path}: is {kind}, expected a Fashion-Gen .h5 file")
     try:
-        return h5py.File(path, "r")
+        return h5py.File(path, "r", **options)
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
             raise KitError(f"{path}: permission denied (cannot read the file)") from None
