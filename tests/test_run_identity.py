@@ -15,6 +15,7 @@ from eiclip_core.config import TrainConfig
 from eiclip_core.errors import KitError
 from eiclip_core.run_directory import RunDirectory, file_identity
 from eiclip_core.train import train
+from test_train import cfg_for as train_cfg_for, final_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,13 +33,8 @@ def smoke(tmp_path_factory):
 
 
 def cfg_for(data, out, **kw) -> TrainConfig:
-    base = dict(train=str(data / "train.h5"), entities=str(data / "entities.json"), out=str(out), row="ei-clip",
-                batch_size=16, max_steps=1, lr=1e-4, warmup_steps=1)
-    return TrainConfig(**{**base, **kw})
-
-
-def final_weights(run_dir) -> dict:
-    return torch.load(Path(run_dir) / "final.pt", weights_only=True)["payload"]["model"]
+    """test_train's config, at one step of 16 products (these tests look at run directories, not numbers)."""
+    return train_cfg_for(data, out, **{"batch_size": 16, "max_steps": 1, **kw})
 
 
 def test_finished_run_from_other_inputs_is_refused_not_reused(smoke, tmp_path):
@@ -97,7 +93,7 @@ def test_resume_from_another_config_is_refused_and_done_names_the_checkpoint(smo
                   progress=False)
     assert json.loads((again / "done.json").read_text())["resumed_from"] == "step_1.pt"
     assert (again / "checkpoints" / "step_2.pt").exists()
-    a, b = final_weights(base), final_weights(again)
+    a, b = final_state(base), final_state(again)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
