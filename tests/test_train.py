@@ -224,7 +224,7 @@ def test_train_step_is_the_loops_first_step_bit_for_bit(run_a, data):
 
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch_and_stops_on_a_non_finite_one(data, tmp_path):
-    cfg = cfg_for(data, tmp_path / "fixed", lr=1e-3, warmup_steps=0, max_steps=10, grad_clip=0.0)
+    cfg = cfg_for(data, tmp_path / "fixed", lr=1e-4, warmup_steps=0, max_steps=10, grad_clip=0.0)
     state, training, loss_fn = prepared(data, cfg)
     fixed = next(training.micro_batches(cfg, 0, 0, DistInfo()))
     losses = [T.train_step(state, iter([fixed]), loss_fn, cfg)["loss"] for _ in range(4)]
