@@ -18,7 +18,9 @@ PROJECT_STAMP := $(VENV)/.project-$(DEPS_HASH)-$(PATH_HASH)
 PROFILE ?= quick
 
 # nbval re-executes the committed smoke reports on freshly generated data, without progress bars
-# (their chunking varies); tests/nbval_sanitize.cfg masks what legitimately varies (times, paths).
+# (their chunking varies); tests/nbval_sanitize.cfg masks what legitimately varies (times, paths, digits
+# past the first decimal). Then tests/test_smoke_numbers.py compares the numbers that execution recorded
+# with the committed ones, within stated tolerances.
 NBVAL := TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
 	--nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg
 SMOKE_REPORTS := $(sort $(wildcard reports/smoke/0*.ipynb))
@@ -47,7 +49,7 @@ reproduce: env
 test: test-unit test-notebooks
 
 test-unit: env
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not notebooks" tests
 
 # The re-executed reports rewrite their figures and results in reports/smoke/; the committed
 # references are put back afterwards, so a test run leaves the working tree as it found it.
@@ -55,7 +57,8 @@ test-notebooks: env
 	rm -rf data/smoke
 	$(VENV)/bin/eiclip synth --out data/smoke --profile smoke
 	@saved=$$(mktemp -d) && cp -a reports/smoke "$$saved/" && \
-	  { $(NBVAL) $(SMOKE_REPORTS); rc=$$?; rm -rf reports/smoke; mv "$$saved/smoke" reports/smoke; rmdir "$$saved"; exit $$rc; }
+	  { EICLIP_SMOKE_RUN=reports/smoke EICLIP_SMOKE_REFERENCE="$$saved/smoke" $(NBVAL) $(SMOKE_REPORTS) tests/test_smoke_numbers.py; \
+	    rc=$$?; rm -rf reports/smoke; mv "$$saved/smoke" reports/smoke; rmdir "$$saved"; exit $$rc; }
 
 # Re-make the nbval references (reports/smoke/) after a deliberate change of a notebook or its numbers.
 references: env

@@ -27,7 +27,8 @@ from eiclip_core import layout
 from eiclip_core.checkpoint import checkpoint_id
 from eiclip_core.errors import KitError
 from eiclip_core.io import atomic_path, write_json, write_text
-from eiclip_core.metrics import KS, metric_keys, positive_ranks, recalls, sample100_metrics
+from eiclip_core.metrics import KS, metric_keys, recalls, retrieval_ranks
+from eiclip_core.sample100 import sample100_metrics
 from eiclip_core.results import (PROTOCOLS, breakdown_table, published_records, results_markdown,
                                  summary_table)
 from eiclip_core.run_directory import file_identity
@@ -147,8 +148,7 @@ def evaluate_embeddings(emb: Embeddings, product_ids, subcategories, protocols=P
             continue
         else:
             raise KitError(f"protocol {protocol!r}: unknown (choose from {', '.join(PROTOCOLS)})")
-        i2t = positive_ranks(img, emb.text, img_pids, pids, names=("image", "text"))
-        t2i = positive_ranks(emb.text, img, pids, img_pids, names=("text", "image"))
+        i2t, t2i = retrieval_ranks(img, emb.text, img_pids, pids)
         m = recalls(i2t, t2i)
         m.update(bootstrap_intervals(i2t, t2i, same_queries=protocol == "full", n=bootstrap, seed=seed))
         out[protocol] = {"metrics": m, "n_queries": {"i2t": len(img), "t2i": n_prod},

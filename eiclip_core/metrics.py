@@ -81,7 +81,7 @@ def retrieval_ranks(image_emb, text_emb, image_pids, text_pids, chunk_size=TILE_
     pos_i2t = _positive_index(image_pids, text_pids, len(img), len(txt), ("image", "text"))
     pos_t2i = _positive_index(text_pids, image_pids, len(txt), len(img), ("text", "image"))
     grid = TileGrid.for_pass(len(img), len(txt), chunk_size, img.device)
-    with _exact_float32():
+    with exact_float32():
         rows, cols, bounds = _pairs_by_tile(pos_i2t, grid, img.device)
         direct = _pair_scores(img, txt, rows, cols)
         images = _Queries.of(direct, rows, cols, len(img), grid.rows, grid.cols, len(grid.spans(1)))
@@ -101,7 +101,7 @@ def positive_ranks(query_emb, cand_emb, query_pids, cand_pids, chunk_size=4096,
     """
     q, c = _embedding_pair(query_emb, cand_emb, chunk_size, names)
     pos_idx = _positive_index(query_pids, cand_pids, len(q), len(c), names)  # (N_q, P)
-    with _exact_float32():
+    with exact_float32():
         return _row_ranks(q, c, pos_idx, chunk_size)
 
 
@@ -114,11 +114,11 @@ def _row_ranks(q, c, pos_idx, chunk_size) -> np.ndarray:
     cand_index = torch.arange(len(c), device=q.device)
     for start in range(0, len(q), rows):
         scores = torch.matmul(q[start:start + rows], c.T, out=buf[:min(rows, len(q) - start)])
-        ranks[start:start + len(scores)] = _count_beaten(scores, pos_idx[start:start + rows], cand_index)
+        ranks[start:start + len(scores)] = count_beaten(scores, pos_idx[start:start + rows], cand_index)
     return ranks.cpu().numpy()
 
 
-def _count_beaten(scores, pos_idx, cand_index, rows_per_pass: int = 256):
+def count_beaten(scores, pos_idx, cand_index, rows_per_pass: int = 256):
     """scores (B, N), pos_idx (B, P) candidate indices of positives -> (B,) number beating the best."""
     pos_scores = scores.gather(1, pos_idx)  # (B, P)
     best = pos_scores.max(dim=1).values  # (B,)
@@ -284,8 +284,8 @@ def _recount_unconfirmed(q, seen, query, cand, q_emb, c_emb, pos_idx, chunk_size
 
 def _embedding_pair(query_emb, cand_emb, chunk_size, names):
     """Both embeddings as checked float32 tensors on the query's device (KitError otherwise)."""
-    q = _as_embeddings(query_emb, names[0])
-    c = _as_embeddings(cand_emb, names[1], device=q.device)
+    q = as_embeddings(query_emb, names[0])
+    c = as_embeddings(cand_emb, names[1], device=q.device)
     if q.shape[1] != c.shape[1]:
         raise KitError(f"{names[0]} embeddings have dimension {q.shape[1]} but {names[1]} embeddings "
                        f"have {c.shape[1]}")
@@ -315,7 +315,7 @@ def _positive_index(query_pids, cand_pids, n_query, n_cand, names) -> np.ndarray
     return order[first[q_code][:, None] + offsets].astype(np.int64)
 
 
-def _as_embeddings(x, name, device=None) -> torch.Tensor:
+def as_embeddings(x, name, device=None) -> torch.Tensor:
     """Float32 2-D tensor of finite, L2-normalised rows (KitError otherwise)."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
@@ -336,7 +336,7 @@ def _as_embeddings(x, name, device=None) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _exact_float32():
+def exact_float32():
     """Switch TF32 matmuls off on GPU so scores are true float32, as on the CPU."""
     previous = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -349,85 +349,3 @@ def _exact_float32():
 def _check_ks(ks):
     if len(ks) == 0 or any(int(k) != k or k < 1 for k in ks):
         raise KitError(f"ks={tuple(ks)}: recall cut-offs must be positive integers")
-
-
-# ---------------------------------------------------------------------------------------------
-# sample-100 (KaleidoBERT / FashionBERT protocol, seeded)
-
-
-def sample100_candidates(pids, subcategories, n_queries=1000, n_negatives=100, seed=0, repeat=0):
-    """The query rows and candidate rows of one sample-100 repeat: (queries (Q,), candidates (Q, 1+n_neg)).
-
-    The exact procedure, so it can be re-implemented anywhere (rows = products, one row each):
-        rng = np.random.default_rng([seed, repeat])
-        queries = rng.choice(n_products, size=n_queries, replace=False)
-        for q in queries (in that order):
-            same = rows with subcategory == subcategory[q], q excluded, ascending
-            if len(same) >= n_negatives: negatives = rng.choice(same, n_negatives, replace=False)
-            else: other = rows of other subcategories, ascending
-                  negatives = same + rng.choice(other, n_negatives - len(same), replace=False)
-            candidates = sorted([q] + negatives)   # by row, so a tie never favours the positive
-    """
-    pids, subs = np.asarray(pids), np.asarray(subcategories)
-    n = len(pids)
-    if subs.shape != (n,):
-        raise KitError(f"sample-100: {n} product ids but subcategories of shape {subs.shape}")
-    if len(np.unique(pids)) != n:
-        raise KitError("sample-100: product ids must be unique (one image and one text per product)")
-    if n < n_negatives + 1:
-        raise KitError(f"sample-100: {n} products, fewer than the {n_negatives + 1} candidates a query needs")
-    if not 1 <= n_queries <= n:
-        raise KitError(f"sample-100: n_queries={n_queries} must be between 1 and the {n} products")
-    rng = np.random.default_rng([seed, repeat])
-    queries = rng.choice(n, size=n_queries, replace=False)
-    by_sub = {s: np.flatnonzero(subs == s) for s in np.unique(subs)}
-    candidates = np.empty((n_queries, n_negatives + 1), dtype=np.int64)
-    for i, q in enumerate(queries):
-        same = by_sub[subs[q]]
-        same = same[same != q]
-        if len(same) >= n_negatives:
-            negatives = rng.choice(same, n_negatives, replace=False)
-        else:
-            other = np.flatnonzero(subs != subs[q])
-            negatives = np.concatenate([same, rng.choice(other, n_negatives - len(same), replace=False)])
-        candidates[i] = np.sort(np.concatenate([[q], negatives]))
-    return queries, candidates
-
-
-def sample100_metrics(image_emb, text_emb, pids, subcategories, n_queries=1000, n_negatives=100,
-                      repeats=5, seed=0) -> dict:
-    """Recall@1/5/10 (percent) under sample-100: mean over `repeats` seeded draws, and *_std keys.
-
-    Row i of image_emb and text_emb belongs to pids[i]. Each query ranks its 1 + n_negatives
-    candidates (see `sample100_candidates`) in both directions; the std is over repeats (ddof=0).
-    """
-    img = _as_embeddings(image_emb, "image")
-    txt = _as_embeddings(text_emb, "text", device=img.device)
-    if img.shape != txt.shape:
-        raise KitError(f"sample-100: image embeddings {tuple(img.shape)} and text embeddings "
-                       f"{tuple(txt.shape)} must have one row per product each")
-    if len(pids) != len(img):
-        raise KitError(f"sample-100: {len(pids)} product ids for {len(img)} embedding rows")
-    per_repeat = []
-    for r in range(repeats):
-        queries, cands = sample100_candidates(pids, subcategories, n_queries, n_negatives, seed, r)
-        per_repeat.append(recalls(_sampled_ranks(img, txt, queries, cands),
-                                  _sampled_ranks(txt, img, queries, cands)))
-    out = {k: float(np.mean([m[k] for m in per_repeat])) for k in metric_keys()}
-    out.update({f"{k}_std": float(np.std([m[k] for m in per_repeat])) for k in metric_keys()})
-    return out
-
-
-def _sampled_ranks(query_emb, cand_emb, queries, cands, chunk=256) -> np.ndarray:
-    """Rank of each query's own row among its sampled candidate rows (same tie rule)."""
-    ranks = []
-    queries_t, cands_t = torch.from_numpy(queries), torch.from_numpy(cands)
-    with _exact_float32():
-        for s in range(0, len(queries), chunk):
-            q = query_emb[queries_t[s:s + chunk].to(query_emb.device)]  # (B, d)
-            c = cand_emb[cands_t[s:s + chunk].to(cand_emb.device)]  # (B, C, d)
-            scores = torch.bmm(c, q[:, :, None])[:, :, 0]  # (B, C)
-            pos = (cands_t[s:s + chunk] == queries_t[s:s + chunk, None]).int().argmax(dim=1, keepdim=True)
-            index = torch.arange(cands.shape[1], device=scores.device)
-            ranks.append(_count_beaten(scores, pos.to(scores.device), index).cpu())
-    return torch.cat(ranks).numpy()

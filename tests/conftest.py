@@ -90,3 +90,8 @@ def assert_whole_png():
 settings.register_profile("kit", derandomize=True, deadline=None)
 settings.register_profile("explore", deadline=None, max_examples=500)
 settings.load_profile("kit")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "notebooks: reads a fresh smoke run's records (make test-notebooks runs it "
+                                       "after nbval; `make test-unit` leaves it out)")
