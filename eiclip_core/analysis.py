@@ -206,7 +206,9 @@ def attention_table(attention: dict, value_ids: dict, prior: dict) -> pd.DataFra
                    "weight on own value": float(np.mean(a[np.arange(len(ids)), ids])),
                    "prior weight on own value": float(np.mean(p[ids])),
                    "departure from prior": float(np.mean(0.5 * np.abs(a - p).sum(axis=1)))}
-    return pd.DataFrame(rows).T.astype({"queries": int})
+    columns = ["queries", "top-1 is own value", "prior top-1 is own value", "weight on own value",
+               "prior weight on own value", "departure from prior"]  # also when no type has a known value
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns).astype({"queries": int})
 
 
 def disagreements(ranks: dict, first: str, second: str, n: int = 2, seed: int = 0) -> dict:

@@ -49,17 +49,19 @@ def section_text_features(runs: AnalysedRuns, reports_dir, seed: int = 0, types=
     """UMAP of validation text features of both models coloured by entity types, with kNN purity.
 
     At most `max_points` products (a seeded sample; all of a generated split), so the real 32k-product
-    validation split neither fills memory with an N x N similarity matrix nor makes UMAP slow."""
-    types = [t for t in types if t in runs.artifact.all_types]
+    validation split neither fills memory with an N x N similarity matrix nor makes UMAP slow. A type no
+    validation product has a value of (a catalog that maps no brand) is left out and named in the reading;
+    with none left, no figure."""
     n = len(runs.texts)
     keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_points]) if n > max_points else np.arange(n)
     features = {name: emb.text[keep] for name, emb in runs.embeddings.items()}
-    labels = {t: np.asarray(runs.labels(t), dtype=object)[keep] for t in types}
+    labels = {t: np.asarray(runs.labels(t), dtype=object)[keep] for t in types if t in runs.artifact.all_types}
+    missing = [t for t in types if t not in labels or not any(v is not None for v in labels[t])]
+    labels = {t: v for t, v in labels.items() if t not in missing}
     purity = analysis.purity_table(features, labels)
-    numbers = readings.purity_numbers(purity, FIRST, SECOND)
-    fig = text_umap_figure(features, labels, seed)
-    return {"figure": save_figure(fig, reports_dir, "05_text_features"), "purity": purity, "numbers": numbers,
-            "reading": readings.read_text_features(numbers)}
+    numbers = readings.purity_numbers(purity, FIRST, SECOND, not_shown=missing)
+    path = save_figure(text_umap_figure(features, labels, seed), reports_dir, "05_text_features") if labels else None
+    return {"figure": path, "purity": purity, "numbers": numbers, "reading": readings.read_text_features(numbers)}
 
 
 def section_gates(runs: AnalysedRuns, reports_dir) -> dict:
@@ -80,7 +82,7 @@ def _attention_examples(runs: AnalysedRuns, attention: dict, entity_type: str, n
     own = art.value_ids("validation")[entity_type]
     known = np.flatnonzero(own >= 0)
     prone = known[art.prone[entity_type][own[known]]]
-    pool = prone if len(prone) >= n else known
+    pool = prone if len(prone) >= n else known  # empty when no validation product has a value of the type
     picks = np.sort(np.random.default_rng(seed).permutation(pool)[:n])
     return [{"text": runs.texts[q], "type": entity_type, "values": art.values[entity_type],
              "attention": attention[entity_type][q], "prior": art.prior[entity_type], "own": int(own[q])}
@@ -90,28 +92,31 @@ def _attention_examples(runs: AnalysedRuns, attention: dict, entity_type: str, n
 def section_attention(runs: AnalysedRuns, reports_dir, attention: dict, entity_type: str = "brand", n: int = 3,
                       seed: int = 0) -> dict:
     """Attention over one dictionary for n example queries (seeded, prone values first), and how often
-    the attention's top value is the query's own value for every type."""
+    the attention's top value is the query's own value for every type. No figure when no validation
+    product has a value of `entity_type` (a catalog without brands): the reading says so."""
     art = runs.artifact
     table = analysis.attention_table(attention, art.value_ids("validation"), art.prior)
-    numbers = readings.attention_numbers(table)
-    fig = attention_figure(_attention_examples(runs, attention, entity_type, n, seed))
-    return {"figure": save_figure(fig, reports_dir, "05_attention"), "table": table, "numbers": numbers,
-            "reading": readings.read_attention(numbers)}
+    examples = _attention_examples(runs, attention, entity_type, n, seed) if entity_type in attention else []
+    numbers = readings.attention_numbers(table, entity_type if not examples else None)
+    path = save_figure(attention_figure(examples), reports_dir, "05_attention") if examples else None
+    return {"figure": path, "table": table, "numbers": numbers, "reading": readings.read_attention(numbers)}
 
 
 def section_probe(runs: AnalysedRuns, reports_dir, n_queries: int = 200, seed: int = 0) -> dict:
-    """The counterfactual probe (eiclip_core.probe) for CLIP-FT and EI-CLIP on the same swaps."""
+    """The counterfactual probe (eiclip_core.probe) for CLIP-FT and EI-CLIP on the same swaps; no figure
+    when no validation text mentions a value that can be swapped (a catalog without brands or mentions)."""
     from eiclip_core import probe
 
     art = runs.artifact
     models = {name: (runs.encoder(name), runs.gallery(name), runs.embeddings[name].text) for name in runs.models}
     summary, details = probe.run_probe(models, runs.texts, art.mentions("validation"), art.value_ids("validation"),
                                        art.values, probe.PROBE_TYPES, n_queries=n_queries, seed=seed)
-    examples = pd.concat([df.head(2).assign(type=t) for (t, name), df in details.items() if name == SECOND])
-    numbers = readings.probe_numbers(summary, FIRST, SECOND)
-    return {"figure": save_figure(probe_figure(summary), reports_dir, "05_probe"), "table": summary,
-            "examples": examples[["type", "text", "swapped"]].reset_index(drop=True), "numbers": numbers,
-            "reading": readings.read_probe(numbers)}
+    shown = [df.head(2).assign(type=t) for (t, name), df in details.items() if name == SECOND and len(df)]
+    examples = pd.concat(shown) if shown else pd.DataFrame(columns=["type", "text", "swapped"])
+    numbers = readings.probe_numbers(summary, FIRST, SECOND, probe.PROBE_TYPES)
+    path = save_figure(probe_figure(summary), reports_dir, "05_probe") if len(summary) else None
+    return {"figure": path, "table": summary, "examples": examples[["type", "text", "swapped"]].reset_index(drop=True),
+            "numbers": numbers, "reading": readings.read_probe(numbers)}
 
 
 def _disagreement_cases(runs: AnalysedRuns, found: dict, k: int) -> list:

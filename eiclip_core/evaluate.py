@@ -28,7 +28,7 @@ from eiclip_core.checkpoint import checkpoint_id
 from eiclip_core.errors import KitError
 from eiclip_core.io import atomic_path, write_json, write_text
 from eiclip_core.metrics import KS, metric_keys, recalls, retrieval_ranks
-from eiclip_core.sample100 import sample100_metrics
+from eiclip_core.sample100 import sample100_metrics, sample100_unmeasurable
 from eiclip_core.results import (PROTOCOLS, breakdown_table, published_records, results_markdown,
                                  summary_table)
 from eiclip_core.run_directory import file_identity
@@ -215,10 +215,12 @@ class Evaluation:
     embeddings: dict  # (row, seed) -> Embeddings
     data_path: Path
     published: bool  # real data: the papers' numbers stand beside ours
+    not_measured: dict = dataclasses.field(default_factory=dict)  # protocol -> why it has no records
 
     def to_json(self) -> dict:
-        return {"profile": self.profile, "split": SPLIT, "protocols": list(PROTOCOLS),
-                "records": self.records, "breakdown": self.breakdown,
+        return {"profile": self.profile, "split": SPLIT,
+                "protocols": [p for p in PROTOCOLS if p not in self.not_measured],
+                "not_measured": self.not_measured, "records": self.records, "breakdown": self.breakdown,
                 "published": published_records() if self.published else []}
 
 
@@ -242,7 +244,11 @@ def run_dirs(data_dir, rows, seeds, artifact_id: str) -> list[tuple[str, int, Pa
 
 def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size: int = 64,
                      protocols=PROTOCOLS) -> Evaluation:
-    """Evaluate the zero-shot row and every trained run of `profile` on `data_dir`'s validation split."""
+    """Evaluate the zero-shot row and every trained run of `profile` on `data_dir`'s validation split.
+
+    A protocol the split is too small for (sample-100 below 101 products, as on a small imported
+    catalog) is left out with one printed line and listed in `not_measured`, never scored on fewer
+    candidates."""
     from eiclip_core.data import FashionGen
     from eiclip_core.entities import load_artifact
     from eiclip_core.profiles import get_profile
@@ -260,6 +266,11 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     if not np.array_equal(artifact.product_ids(SPLIT), pids):
         raise KitError(f"{entities_path}: its {SPLIT} product ids differ from {data_path} (re-run `eiclip mine`)")
     runs = run_dirs(data_dir, profile.rows, profile.seeds, artifact.id)  # fail before any work if one is missing
+    not_measured = {"sample-100": sample100_unmeasurable(len(pids))} if "sample-100" in protocols else {}
+    not_measured = {p: why for p, why in not_measured.items() if why}
+    for protocol, why in not_measured.items():
+        print(f"{protocol}: not measured on {data_path}: {why}")
+    protocols = [p for p in protocols if p not in not_measured]
     cache = layout.cache_dir(data_dir)
 
     jobs = [(ZERO_SHOT, None, None)] + runs
@@ -288,7 +299,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     summary = summary_table(records, published=profile.real_data)
     return Evaluation(profile=profile.name, records=records, breakdown=breakdown, summary=summary,
                       breakdown_summary=breakdown_table(breakdown), embeddings=embeddings, data_path=data_path,
-                      published=profile.real_data)
+                      published=profile.real_data, not_measured=not_measured)
 
 
 def write_results(evaluation: Evaluation, reports_dir) -> tuple[Path, Path]:
@@ -300,7 +311,8 @@ def write_results(evaluation: Evaluation, reports_dir) -> tuple[Path, Path]:
     if measured.is_file():
         results["confounding"] = json.loads(measured.read_text())
     write_json(json_path, results)
-    write_text(md_path, results_markdown(evaluation.profile, evaluation.summary, evaluation.breakdown_summary))
+    write_text(md_path, results_markdown(evaluation.profile, evaluation.summary, evaluation.breakdown_summary,
+                                         evaluation.not_measured))
     return json_path, md_path
 
 

@@ -22,6 +22,24 @@ from eiclip_core import layout
 CONTROL_BRAND = "Velrano"  # a made-up word (not in the text tower's vocabulary as a whole word)
 
 
+def not_measured(profile, data_dir) -> dict:
+    """{"harm": why, "brand_swap": why}, each None when that measure can be taken on this profile and data.
+
+    Both need generated products: the harm a knob to draw the same products at 0 and 1 (the profile's
+    harm_data_seeds), the brand swap the generator's brand mentions (ground_truth.json). Real or imported
+    data has neither, so notebook 01 prints the reason instead of failing on it."""
+    harm = None if profile.harm_data_seeds else (
+        f"confounding harm not measured: profile {profile.name} has no generator knob (real or imported data)")
+    if harm is not None:
+        swap = "brand swap not measured: it needs generated products (their brand mentions) and a knob"
+    elif not layout.ground_truth_file(data_dir).is_file():
+        swap = (f"brand swap not measured: {layout.ground_truth_file(data_dir)} is missing "
+                "(the generator's brand mentions)")
+    else:
+        swap = None
+    return {"harm": harm, "brand_swap": swap}
+
+
 def backbone_model(backbone):
     """The backbone as an EICLIP with no module switched on: exactly the backbone's features."""
     from eiclip_core.model import EICLIP, get_row

@@ -37,14 +37,29 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0, step
     return accuracy, majority
 
 
+def unprobed_types(value_ids: dict) -> dict:
+    """{type: why} for the types a probe cannot be fitted on: fewer than two distinct values among the
+    products that have one (a catalog that maps no brand has none), or fewer than four such products."""
+    out = {}
+    for entity_type, labels in value_ids.items():
+        known = np.asarray(labels)[np.asarray(labels) >= 0]
+        if len(np.unique(known)) < 2 or len(known) < 4:
+            out[entity_type] = f"{len(known)} validation products with a value, {len(np.unique(known))} distinct"
+    return out
+
+
 def probe_table(image_features: dict, value_ids: dict, seed: int = 0) -> pd.DataFrame:
-    """Rows (model, type): accuracy and majority baseline in percent, for every model and entity type.
+    """Rows (model, type): accuracy and majority baseline in percent, for every model and entity type that
+    can be probed (see unprobed_types; the others have no row).
 
     image_features: model name -> (N_products, d); value_ids: type -> (N_products,) value index, -1 missing.
     """
     rows = []
+    skipped = unprobed_types(value_ids)
     for model, features in image_features.items():
         for entity_type, labels in value_ids.items():
+            if entity_type in skipped:
+                continue
             accuracy, majority = probe_accuracy(np.asarray(features), np.asarray(labels), seed)
             rows.append({"model": model, "type": entity_type, "accuracy": round(100 * accuracy, 1),
                          "majority": round(100 * majority, 1)})

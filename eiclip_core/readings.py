@@ -65,9 +65,10 @@ def dictionary_numbers(shift: pd.DataFrame, neighbours: pd.DataFrame, frozen_cos
         "moved_p": moved_p, "changed": int((first_word[0] != first_word[1]).sum()), "shown": len(neighbours)})
 
 
-def purity_numbers(purity: pd.DataFrame, first: str, second: str) -> dict:
-    """Record of section 2 from analysis.purity_table (rows types, columns models)."""
-    return rounded({"first": first, "second": second,
+def purity_numbers(purity: pd.DataFrame, first: str, second: str, not_shown=()) -> dict:
+    """Record of section 2 from analysis.purity_table (rows types, columns models); not_shown: the types
+    left out because no validation product has a value of them."""
+    return rounded({"first": first, "second": second, "not_shown": list(not_shown),
                     "types": [{"type": t, first: purity.loc[t, first], second: purity.loc[t, second]}
                               for t in purity.index]})
 
@@ -79,18 +80,19 @@ def gate_numbers(table: pd.DataFrame, by_category: pd.DataFrame) -> dict:
                     "category_range": [{"type": t, "range": v} for t, v in spread.items()]})
 
 
-def attention_numbers(table: pd.DataFrame) -> dict:
-    """Record of section 4 from analysis.attention_table."""
-    return rounded({"types": [
+def attention_numbers(table: pd.DataFrame, figure_not_shown: "str | None" = None) -> dict:
+    """Record of section 4 from analysis.attention_table; figure_not_shown: the type whose example queries
+    are not drawn because no validation product has a value of it."""
+    return rounded({"figure_not_shown": figure_not_shown, "types": [
         {"type": t, "queries": int(r["queries"]), "top1_own": r["top-1 is own value"],
          "prior_top1_own": r["prior top-1 is own value"], "weight_own": r["weight on own value"],
          "prior_weight_own": r["prior weight on own value"], "departure": r["departure from prior"]}
         for t, r in table.iterrows()]})
 
 
-def probe_numbers(summary: pd.DataFrame, first: str, second: str) -> dict:
-    """Record of section 5 from the summary of eiclip_core.probe.run_probe."""
-    return rounded({"first": first, "second": second, "rows": [
+def probe_numbers(summary: pd.DataFrame, first: str, second: str, types=()) -> dict:
+    """Record of section 5 from the summary of eiclip_core.probe.run_probe over `types`."""
+    return rounded({"first": first, "second": second, "types": list(types), "rows": [
         {"type": r["type"], "model": r["model"], "queries": int(r["queries"]), "chance_pct": r["chance %"],
          "before_pct": r["top-10 before %"], "after_pct": r["top-10 after %"], "shift_points": r["shift (points)"],
          "moved_pct": r["queries moved %"]} for _, r in summary.iterrows()]})
@@ -139,9 +141,10 @@ def read_dictionaries(n: dict) -> str:
 
 def read_text_features(n: dict) -> str:
     """n: first, second (model names), types: [{type, <first>: purity, <second>: purity}] (None: too
-    few labelled texts)."""
+    few labelled texts), not_shown: types no validation product has a value of (one line each, first)."""
     first, second = n["first"], n["second"]
-    lines = []
+    lines = [f"{t}: not shown, no validation product of this catalog has a {t} value."
+             for t in n.get("not_shown", [])]
     for row in n["types"]:
         t, a, b = row["type"], row[first], row[second]
         if a is None or b is None:
@@ -164,16 +167,20 @@ def read_gates(n: dict) -> str:
 
 
 def read_attention(n: dict) -> str:
-    """n: types [{type, queries, top1_own, prior_top1_own, weight_own, prior_weight_own, departure}]."""
-    return "\n".join(
-        f"{r['type']}: the attention's top value is the query's own value for {100 * r['top1_own']:.1f} % of "
-        f"{r['queries']} queries (prior alone: {100 * r['prior_top1_own']:.1f} %); mean weight on the own value "
-        f"{r['weight_own']:.3f} vs prior {r['prior_weight_own']:.3f}; departure from the prior {r['departure']:.3f} "
-        "(total variation, 0 = the prior itself)." for r in n["types"])
+    """n: types [{type, queries, top1_own, prior_top1_own, weight_own, prior_weight_own, departure}],
+    figure_not_shown (a type without example queries, or None)."""
+    missing = n.get("figure_not_shown")
+    lines = [f"figure not shown: no validation product of this catalog has a {missing} value."] if missing else []
+    lines += [f"{r['type']}: the attention's top value is the query's own value for {100 * r['top1_own']:.1f} % of "
+              f"{r['queries']} queries (prior alone: {100 * r['prior_top1_own']:.1f} %); mean weight on the own "
+              f"value {r['weight_own']:.3f} vs prior {r['prior_weight_own']:.3f}; departure from the prior "
+              f"{r['departure']:.3f} (total variation, 0 = the prior itself)." for r in n["types"]]
+    return "\n".join(lines)
 
 
 def read_probe(n: dict) -> str:
-    """n: first, second (model names), rows [{type, model, queries, shift_points, moved_pct, ...}]."""
+    """n: first, second (model names), types (probed), rows [{type, model, queries, shift_points, moved_pct,
+    ...}]; no rows at all: the section is not shown, and the sentence says why."""
     first, second = n["first"], n["second"]
     lines = []
     for t in dict.fromkeys(r["type"] for r in n["rows"]):
@@ -185,7 +192,11 @@ def read_probe(n: dict) -> str:
         lines.append(f"{t}: swapping the value moves {b:.1f} % of {second}'s top-10 toward the new value, {how} "
                      f"{first} ({a:.1f} %); queries moved: {s[second]['moved_pct']:.0f} % vs "
                      f"{s[first]['moved_pct']:.0f} % ({s[second]['queries']} queries).")
-    return "\n".join(lines) if lines else "no type had enough values to probe"
+    if lines or n["rows"]:
+        return "\n".join(lines) if lines else "no type had enough values to probe"
+    what = f"a {' or '.join(n['types'])} value" if n.get("types") else "an entity value"
+    return (f"not shown: no validation text mentions {what} that could be swapped for another value of its type "
+            "(a catalog that maps none, or whose texts never name them).")
 
 
 def read_examples(n: dict) -> str:

@@ -119,7 +119,9 @@ def to_markdown(table: pd.DataFrame, decimals: int = 2) -> str:
     return "\n".join([head, rule, *body])
 
 
-def results_markdown(profile: str, summary: pd.DataFrame, breakdown: pd.DataFrame) -> str:
+def results_markdown(profile: str, summary: pd.DataFrame, breakdown: pd.DataFrame, not_measured=None) -> str:
+    """results.md: the summary table, the protocols left out and why (not_measured: protocol -> reason),
+    and the entity breakdown when there is one."""
     parts = [f"# Retrieval results: profile `{profile}`", "",
              "Recall@K in percent (i2t = image->text, t2i = text->image); `mean` = average of the 6.",
              "Protocols (METHOD.md section 10): full = first view per product, all products; "
@@ -127,6 +129,8 @@ def results_markdown(profile: str, summary: pd.DataFrame, breakdown: pd.DataFram
              "queries against the positive + 100 same-subcategory negatives, 5 seeded repeats.",
              "Rows marked (published) are the papers' numbers, labelled with their protocol and source.", "",
              to_markdown(display_table(summary)), ""]
+    for protocol, why in (not_measured or {}).items():
+        parts += [f"**{protocol} not measured**: {why}.", ""]
     if not breakdown.empty:
         parts += ["## Breakdown by entity type (full protocol)", "",
                   "Queries grouped by the value of each entity type of their product: confounding-prone "

@@ -10,7 +10,21 @@ from eiclip_core.errors import KitError
 from eiclip_core.metrics import as_embeddings, count_beaten, exact_float32, metric_keys, recalls
 
 
-def sample100_candidates(pids, subcategories, n_queries=1000, n_negatives=100, seed=0, repeat=0):
+SAMPLE100_NEGATIVES = 100  # negatives per query; with the positive, 101 candidates
+
+
+def sample100_unmeasurable(n_products: int, n_negatives: int = SAMPLE100_NEGATIVES) -> "str | None":
+    """Why sample-100 cannot be measured on a split of n_products (None when it can).
+
+    Each query needs itself and n_negatives other products; with fewer, a number computed anyway would
+    rank among fewer candidates and read as the protocol's while being easier, so it is not measured."""
+    if n_products >= n_negatives + 1:
+        return None
+    return (f"{n_products} validation products, fewer than the {n_negatives + 1} candidates each query needs "
+            "(import more products or raise --val-fraction)")
+
+
+def sample100_candidates(pids, subcategories, n_queries=1000, n_negatives=SAMPLE100_NEGATIVES, seed=0, repeat=0):
     """The query rows and candidate rows of one sample-100 repeat: (queries (Q,), candidates (Q, 1+n_neg)).
 
     The exact procedure, so it can be re-implemented anywhere (rows = products, one row each):
@@ -29,8 +43,9 @@ def sample100_candidates(pids, subcategories, n_queries=1000, n_negatives=100, s
         raise KitError(f"sample-100: {n} product ids but subcategories of shape {subs.shape}")
     if len(np.unique(pids)) != n:
         raise KitError("sample-100: product ids must be unique (one image and one text per product)")
-    if n < n_negatives + 1:
-        raise KitError(f"sample-100: {n} products, fewer than the {n_negatives + 1} candidates a query needs")
+    too_few = sample100_unmeasurable(n, n_negatives)
+    if too_few:
+        raise KitError(f"sample-100: {too_few}")
     if not 1 <= n_queries <= n:
         raise KitError(f"sample-100: n_queries={n_queries} must be between 1 and the {n} products")
     rng = np.random.default_rng([seed, repeat])
@@ -49,7 +64,7 @@ def sample100_candidates(pids, subcategories, n_queries=1000, n_negatives=100, s
     return queries, candidates
 
 
-def sample100_metrics(image_emb, text_emb, pids, subcategories, n_queries=1000, n_negatives=100,
+def sample100_metrics(image_emb, text_emb, pids, subcategories, n_queries=1000, n_negatives=SAMPLE100_NEGATIVES,
                       repeats=5, seed=0) -> dict:
     """Recall@1/5/10 (percent) under sample-100: mean over `repeats` seeded draws, and *_std keys.
 

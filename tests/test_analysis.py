@@ -88,3 +88,16 @@ def test_dictionary_tables_and_rank_test():
     assert analysis.moved_rank_test(apart) < 0.001
     assert analysis.moved_rank_test({"prone": np.arange(10.0), "not prone": np.arange(10.0) + 0.5}) > 0.5
     assert analysis.moved_rank_test({"prone": np.arange(3.0)}) is None
+
+
+def test_linear_probe_leaves_out_types_without_two_values():
+    """A catalog that maps no brand (every product -1) or has one value of a type cannot be probed: those
+    types get no row and unprobed_types says why; a type with two separable values is probed."""
+    from eiclip_core.linear_probe import probe_table, unprobed_types
+
+    x, labels = _clusters(n=20)
+    value_ids = {"brand": np.full(40, -1), "season": np.zeros(40, int), "category": (labels == "b").astype(int)}
+    assert unprobed_types(value_ids) == {"brand": "0 validation products with a value, 0 distinct",
+                                         "season": "40 validation products with a value, 1 distinct"}
+    table = probe_table({"CLIP-FT": x}, value_ids)
+    assert list(table["type"]) == ["category"] and table.loc[0, "accuracy"] == 100.0

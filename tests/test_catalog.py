@@ -168,8 +168,11 @@ def test_hm_preset_imports_its_layout(tmp_path, capsys):
     report = json.loads((out / "import_report.json").read_text())
     assert report["fields"]["brand"] is None and report["fields"]["name"] == ["colour_group_name", "prod_name"]
     assert report["text_changes"]["most_replaced"] and report["counts"]["products"] == 12
-    assert "sample-100" in report["warnings"][0]
-    assert "wrote" in capsys.readouterr().out
+    assert report["warnings"] == ["sample-100 will not be measured: 4 validation products, fewer than the 101 "
+                                  "candidates each query needs (import more products or raise --val-fraction); "
+                                  "the other protocols are"]
+    out_text = capsys.readouterr().out
+    assert "wrote" in out_text and f"warning: {report['warnings'][0]}" in out_text
 
 
 def test_abo_preset_picks_english_and_resolves_image_ids(tmp_path):

@@ -1,4 +1,6 @@
-"""Notebook 05's sections (eiclip_core.confounders) on hand-made runs whose disagreements are known."""
+"""Notebook 05's sections (eiclip_core.confounders) on hand-made runs whose disagreements are known, and on
+an imported catalog without brands or without mentions to swap (each section says what it leaves out)."""
+import json
 from types import SimpleNamespace
 
 import matplotlib
@@ -6,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from eiclip_core import confounders, readings  # noqa: E402
 from eiclip_core.analysed_runs import AnalysedRuns  # noqa: E402
@@ -43,3 +46,72 @@ def test_examples_section_without_disagreement_draws_nothing(tmp_path):
     ex = confounders.section_examples(runs, tmp_path)
     assert ex["figure"] is None and not (tmp_path / "figures" / "05_examples.png").exists()
     assert ex["reading"].startswith("of 6 text queries") and "sign test p = 1.00" in ex["reading"]
+
+
+# ------------------------------------------------------------- an imported catalog without brands
+
+def _catalog_runs(brands=(), mentioned=("subcategory",), n: int = 6) -> AnalysedRuns:
+    """Runs on n products of an imported catalog: categories tops / bottoms, subcategories shirt / trousers,
+    brands `brands` in turn (none: the catalog maps no brand, every product in no value), no fit; texts name
+    only the types in `mentioned`. Models are never called: every section below must stop before encoding."""
+    kinds = [("tops", "shirt"), ("bottoms", "trousers")]
+    texts = [f"Model {q} {kinds[q % 2][1]}" for q in range(n)]
+    values = {"brand": [*brands, "other"], "category": ["tops", "bottoms", "other"],
+              "subcategory": ["shirt", "trousers", "other"], "fit": ["other"]}
+    ids = {"brand": np.array([q % len(brands) if brands else -1 for q in range(n)]),
+           "category": np.arange(n) % 2, "subcategory": np.arange(n) % 2, "fit": np.full(n, -1)}
+    said = {"brand": lambda q: values["brand"][ids["brand"][q]], "category": lambda q: kinds[q % 2][0],
+            "subcategory": lambda q: kinds[q % 2][1]}
+    mentions = [[(texts[q].find(said[t](q)), texts[q].find(said[t](q)) + len(said[t](q)), t, said[t](q))
+                 for t in mentioned if said[t](q) in texts[q]] for q in range(n)]
+    artifact = SimpleNamespace(all_types=list(values), types=list(values), values=values,
+                               value_ids=lambda split: ids, mentions=lambda split: mentions,
+                               prior={t: np.full(len(v), 1 / len(v)) for t, v in values.items()},
+                               prone={t: np.zeros(len(v), bool) for t, v in values.items()})
+    runs = _runs({"CLIP-FT": {0, 1}, "EI-CLIP": {0, 2}}, n)
+    runs.artifact, runs.data.products["text"] = artifact, texts
+    return runs
+
+
+def test_text_features_leave_out_a_type_the_catalog_has_no_value_of(tmp_path, monkeypatch):
+    drawn = {}
+
+    def figure(features, labels, seed):
+        drawn.update(labels)
+        return matplotlib.pyplot.figure()
+
+    monkeypatch.setattr(confounders, "text_umap_figure", figure)
+    feat = confounders.section_text_features(_catalog_runs(), tmp_path)
+    assert list(drawn) == ["category"] and list(feat["purity"].index) == ["category"]  # no brand, no fit
+    assert feat["numbers"]["not_shown"] == ["brand", "fit"]
+    first_line = "brand: not shown, no validation product of this catalog has a brand value."
+    assert feat["reading"].splitlines()[0] == first_line
+    assert feat["reading"] == readings.read_text_features(feat["numbers"])
+    nothing = confounders.section_text_features(_catalog_runs(), tmp_path / "none", types=("brand", "fit"))
+    assert nothing["figure"] is None and not (tmp_path / "none").exists() and len(nothing["reading"].splitlines()) == 2
+
+
+def test_attention_without_brands_draws_no_figure_and_says_why(tmp_path):
+    runs = _catalog_runs()
+    attention = {"brand": np.ones((6, 1)), "category": np.tile([0.6, 0.3, 0.1], (6, 1)), "fit": np.ones((6, 1))}
+    att = confounders.section_attention(runs, tmp_path, attention, entity_type="brand")
+    assert att["figure"] is None and not (tmp_path / "figures").exists()
+    assert list(att["table"].index) == ["category"]  # brand and fit: no validation product has a value
+    lines = att["reading"].splitlines()
+    assert lines[0] == "figure not shown: no validation product of this catalog has a brand value."
+    assert lines[1].startswith("category: the attention's top value is the query's own value for 50.0 % of 6 queries")
+    assert att["reading"] == readings.read_attention(att["numbers"])
+    empty = confounders.section_attention(runs, tmp_path, {"brand": np.ones((6, 1))}, entity_type="brand")
+    assert empty["table"].empty and empty["reading"] == lines[0]
+
+
+@pytest.mark.parametrize("brands", [(), ("arrow", "olive")])  # no brand mapped; brands the texts never name
+def test_probe_with_nothing_to_swap_draws_no_figure_and_says_why(tmp_path, brands):
+    pr = confounders.section_probe(_catalog_runs(brands), tmp_path)
+    assert pr["figure"] is None and pr["table"].empty and pr["examples"].empty
+    assert pr["reading"] == ("not shown: no validation text mentions a brand or fit or category value that could "
+                             "be swapped for another value of its type (a catalog that maps none, or whose texts "
+                             "never name them).")
+    assert pr["reading"] == readings.read_probe(pr["numbers"])
+    path = readings.write_readings(tmp_path, {"probe": pr})
+    assert json.loads(path.read_text())["probe"]["numbers"]["rows"] == []

@@ -58,3 +58,20 @@ def test_figures_are_saved(smoke_data, tmp_path, assert_whole_png):
     fresh = save_figure(again, tmp_path / "fresh", "01_examples").read_bytes()
     assert save_figure(again, tmp_path, "01_examples", close=True).read_bytes() == fresh
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_harm_and_brand_swap_say_why_they_are_not_measured(smoke_data, tmp_path):
+    """Notebook 01's confounder measures need generated products; on an imported catalog each prints why not."""
+    from eiclip_core import harm
+    from eiclip_core.profiles import get_profile
+
+    catalog = harm.not_measured(get_profile("catalog"), tmp_path)
+    assert catalog == {"harm": "confounding harm not measured: profile catalog has no generator knob (real or "
+                               "imported data)",
+                       "brand_swap": "brand swap not measured: it needs generated products (their brand mentions) "
+                                     "and a knob"}
+    smoke = get_profile("smoke")
+    assert harm.not_measured(smoke, smoke_data["train"].parent) == {"harm": None, "brand_swap": None}
+    without_truth = harm.not_measured(smoke, tmp_path)
+    assert without_truth["harm"] is None and without_truth["brand_swap"] == (
+        f"brand swap not measured: {tmp_path / 'ground_truth.json'} is missing (the generator's brand mentions)")

@@ -352,3 +352,15 @@ def test_unknown_backbone_is_refused_naming_the_available_ones(tmp_path, write_f
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: backbone 'nosuchmodel': unknown; available:")
     assert not out.exists()
+
+
+def test_span_examples_fall_back_to_texts_naming_fewer_types():
+    """Notebook 02 shows texts naming three types; a catalog whose texts name only a subcategory still
+    gets examples, and texts naming nothing are never shown."""
+    from eiclip_core.entities.report import example_rows
+
+    three = [(0, 1, "brand", "a"), (2, 3, "fit", "b"), (4, 5, "category", "c")]
+    one = [(0, 5, "subcategory", "shirt")]
+    assert example_rows([one, three, [], three, three, one, three, three], n=4) == [1, 3, 4, 6]
+    assert example_rows([[], one, [], one, [(0, 2, "fit", "x")] + one], n=2) == [1, 4]
+    assert example_rows([[], []]) == []

@@ -316,3 +316,30 @@ def test_run_of_another_entity_artifact_is_refused_by_name(evaluation_setup):
     with pytest.raises(KitError, match="runs/ei-clip/seed0: run trained on entity artifact older, the data's is stand-in"):
         evaluate_profile(profile, data_dir, device="cpu")
     assert loads == [] and not (data_dir / "cache").exists()
+
+
+def test_a_split_too_small_for_sample100_leaves_it_out_and_says_so(evaluation_setup, write_fashiongen_h5, tmp_path,
+                                                                    capsys):
+    """40 validation products (a small imported catalog): sample-100 has no record, never a number over
+    fewer candidates; results.json and results.md say it was not measured and why."""
+    import eiclip_core.entities
+    from eiclip_core.data import FashionGen
+    from eiclip_core.evaluate import evaluate_profile
+    from eiclip_core.profiles import get_profile
+
+    data_dir, loads = evaluation_setup
+    pids = FashionGen(write_fashiongen_h5(data_dir / "validation.h5", views=(1, 2) * 20)).products["product_id"]
+    artifact = eiclip_core.entities.load_artifact(data_dir / "entities.json")  # the fixture's stand-in
+    artifact.product_ids, artifact.value_ids = lambda split: pids.to_numpy(), fake_artifact(40).value_ids
+    evaluation = evaluate_profile(get_profile("smoke", rows=("clip-ft",), seeds=(0,)), data_dir, device="cpu")
+    why = ("40 validation products, fewer than the 101 candidates each query needs (import more products or "
+           "raise --val-fraction)")
+    assert evaluation.not_measured == {"sample-100": why}
+    assert f"sample-100: not measured on {data_dir / 'validation.h5'}: {why}" in capsys.readouterr().out
+    assert [(r["row"], r["protocol"]) for r in evaluation.records] == [
+        (row, p) for row in ("zero-shot", "clip-ft") for p in ("full", "full-all-views")]
+    assert set(evaluation.summary["protocol"]) == {"full", "full-all-views"}
+    json_path, md_path = write_results(evaluation, tmp_path / "reports")
+    results = json.loads(json_path.read_text())
+    assert results["protocols"] == ["full", "full-all-views"] and results["not_measured"] == {"sample-100": why}
+    assert f"**sample-100 not measured**: {why}." in md_path.read_text()

@@ -38,7 +38,6 @@ from eiclip_core.io import write_json, write_text
 from eiclip_core.layout import SPLITS
 from eiclip_core.text import product_text
 
-SAMPLE100_MIN = 101  # sample-100 ranks each query among itself and 100 negatives
 _OCCUPIED = ("train.h5", "validation.h5", "entities.json", "runs")  # another data set lives here
 
 
@@ -222,10 +221,10 @@ def _bad_csv(bad: list) -> str:
 
 
 def _report(table_path, images_dir, preset, mapping, settings, counts, id_policy, policy, bad, skip_report):
-    warnings = []
-    if counts["validation"]["products"] < SAMPLE100_MIN:
-        warnings.append(f"validation holds {counts['validation']['products']} products: the sample-100 protocol "
-                        f"needs at least {SAMPLE100_MIN} (raise --val-fraction or import more products)")
+    from eiclip_core.sample100 import sample100_unmeasurable  # here: the import itself needs no torch
+
+    too_few = sample100_unmeasurable(counts["validation"]["products"])
+    warnings = [f"sample-100 will not be measured: {too_few}; the other protocols are"] if too_few else []
     reasons = {}
     for b in bad:
         if b.primary:

@@ -54,3 +54,12 @@ def displacy_example(text: str, mentions: list, title=None) -> dict:
             kept.append(ent)
             end = ent["end"]
     return {"text": text, "ents": kept, "title": title}
+
+
+def example_rows(mentions: list, n: int = 4, most_types: int = 3) -> list:
+    """Up to n products (in order) whose texts name the most entity types, at most `most_types` counted:
+    products naming three types when there are enough, else fewer (a catalog whose texts name only
+    their subcategory still shows spans); none when no text names any value."""
+    kinds = [min(len({m[2] for m in ms}), most_types) for ms in mentions]
+    ranked = sorted((i for i, k in enumerate(kinds) if k > 0), key=lambda i: (-kinds[i], i))[:n]
+    return sorted(ranked)
