@@ -460,6 +460,7 @@ def test_mining_training_and_evaluation_run_on_an_imported_catalog(tmp_path):
     art = mine_dataset(data / "train.h5", data / "validation.h5", entities_file(data), progress=False)
     assert {"olive", "arrow", "maison kitsuné"} <= set(art.values["brand"])
     assert art.values["season"] == ["other"] and art.counts["season"].sum() == 0  # unmapped: no values
+    assert art.types == ["brand", "category", "subcategory", "composition", "fit"]  # and no model type
     assert art.coverage["subcategory"]["validation"] > 0.9  # "shirt" / "trousers" in the names
     for row in profile.rows:
         run = train(profile_config(profile, data, row, 0, "cpu"), progress=False)

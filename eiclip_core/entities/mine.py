@@ -73,7 +73,10 @@ def mine_products(splits: dict, tokenize: Optional[Callable[[str], list]] = None
                     "coverage": {s: coverage(values[s][t], mentions[s], t) for s in splits}}
         for s in splits:
             split_out[s]["value_ids"][t] = voc.ids(values[s][t]).tolist()
-    return {"types": list(types), "all_types": list(ALL_TYPES),
+    # The model's types are those the training split has values of: a type a catalog does not map (or
+    # a fit word no text uses) would give EI-CLIP a dictionary of "other" alone, a confounder of nothing.
+    used = [t for t in types if any(values["train"][t])]
+    return {"types": used, "all_types": list(ALL_TYPES),
             "params": {"min_count": min_count, "smoothing": "additive", "alpha": alpha,
                        "max_pieces": max_pieces, "prone_tokenizer": backbone if tokenize else None,
                        "mention_types": list(mention_types), "fit_words": list(fit_words)},
