@@ -92,10 +92,19 @@ class EntityMiner:
         # case stops the tokenizer caching the rest of its Doc, and _find_batch joins texts by newlines.
         self.nlp.tokenizer.rules = {k: v for k, v in self.nlp.tokenizer.rules.items() if k.strip()}
         self.types = [t for t in vocabulary if t != "fit"]
+        self.phrase_matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
+        self._add_value_patterns(vocabulary, raw_forms or {})
+        self._type_of = {self.nlp.vocab.strings[t]: t for t in self.types}
+        self._add_fit_patterns(fit_words, standalone_fit)
+        self._fit_direct = self.nlp.vocab.strings[_FIT_DIRECT]
+        self._fit_context = self.nlp.vocab.strings[_FIT_CONTEXT]
+
+    def _add_value_patterns(self, vocabulary: dict, raw_forms: dict) -> None:
+        """Every surface form of every value, as PhraseMatcher patterns keyed by type (self._lookup
+        maps each form back to its value)."""
         # type -> surface form (lower case) -> value as given. The value's own normal form is
         # registered before derived variants, so "coat" (a value) beats "coat" (from "jackets & coats").
         self._lookup = {t: {} for t in self.types}
-        raw_forms = raw_forms or {}
         for t in self.types:
             values = [v for v in vocabulary[t] if isinstance(v, str) and normalise_value(v)]
             for v in values:
@@ -104,7 +113,6 @@ class EntityMiner:
                 for raw in [v] + list(raw_forms.get(t, {}).get(v, ())):
                     for form in sorted(surface_variants(v, t, raw)):
                         self._lookup[t].setdefault(form, v)
-        self.phrase_matcher = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         for t in self.types:
             # The tokenizer depends on case ("A.P.C." is one token, "a.p.c." two), so each form is
             # tokenized as written, lower, upper and title case; duplicates are dropped.
@@ -118,8 +126,8 @@ class EntityMiner:
                     patterns.append(doc)
             if patterns:
                 self.phrase_matcher.add(t, patterns)
-        self._type_of = {self.nlp.vocab.strings[t]: t for t in self.types}
 
+    def _add_fit_patterns(self, fit_words: Iterable[str], standalone_fit: Iterable[str]) -> None:
         # Fit. Standalone words ("oversized") and glued forms ("slimfit") are fits by themselves: the
         # PhraseMatcher finds them (key _FIT_DIRECT). The other fit words (key _FIT_CONTEXT) need a
         # context, checked by token Matcher patterns on the few tokens that follow them (the Matcher
@@ -148,8 +156,6 @@ class EntityMiner:
             self.phrase_matcher.add(_FIT_DIRECT, list(self.nlp.tokenizer.pipe(direct)))
             if context:
                 self.phrase_matcher.add(_FIT_CONTEXT, list(self.nlp.tokenizer.pipe(context)))
-        self._fit_direct = self.nlp.vocab.strings[_FIT_DIRECT]
-        self._fit_context = self.nlp.vocab.strings[_FIT_CONTEXT]
 
     # -- public -----------------------------------------------------------------------------
     def find(self, texts: Iterable, batch_size: int = 2000, progress: bool = False,
