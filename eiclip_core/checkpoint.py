@@ -48,9 +48,33 @@ def save_checkpoint(path, payload: dict) -> Path:
     """Write `payload` (+ format and checksum) atomically to `path`."""
     path = Path(path)
     record = {"format": FORMAT, "sha256": checksum(payload), "payload": payload}
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        kept = _WriteErrorKeeper(f)
+        try:
+            torch.save(record, kept)
+        except RuntimeError:
+            if kept.error is None:
+                raise
+            raise kept.error from None  # a full disk: atomic_path names the file
     return path
+
+
+class _WriteErrorKeeper:
+    """The file torch.save writes through. torch turns a failed write into RuntimeError("unexpected pos
+    ..."), losing the OSError; kept here, a full disk is "no space left on device", not a torch trace."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

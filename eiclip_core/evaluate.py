@@ -90,21 +90,39 @@ def cache_key(model_key: dict, data_path, device) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_cached(path) -> "Embeddings | None":
-    """The cached arrays, or None when missing; a damaged cache is reported and ignored."""
+def load_cached(path, n_images: int | None = None, n_products: int | None = None) -> "Embeddings | None":
+    """The cached arrays, or None when missing; a damaged cache is reported in one warning naming the file,
+    and ignored (then recomputed and rewritten by cached_embeddings).
+
+    Damaged includes arrays of the wrong size or shape: not (n_images, d) image rows and (n_products, d)
+    texts of the split, or indices outside them. Recomputing rather than refusing, because a cache holds
+    nothing a user made: the right repair is always to compute it again, and a refusal would only ask
+    them to delete the file by hand."""
     path = Path(path)
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as f:
             emb = Embeddings(**{k: f[k] for k in Embeddings.__dataclass_fields__})
-        n_img, n_prod = len(emb.image), len(emb.text)
-        if emb.image_product.shape != (n_img,) or emb.first_view.shape != (n_prod,):
-            raise ValueError("array shapes do not match")
+        _check_cached_shapes(emb, n_images, n_products)
         return emb
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
         warnings.warn(f"{path}: unreadable embedding cache ({e}); recomputing it")
         return None
+
+
+def _check_cached_shapes(emb: Embeddings, n_images, n_products) -> None:
+    """ValueError naming the first array whose size or shape does not fit the others (or the split's)."""
+    n_img = len(emb.image) if n_images is None else n_images
+    n_prod = len(emb.text) if n_products is None else n_products
+    dim = emb.text.shape[-1] if emb.text.ndim else 0
+    expected = {"image": (n_img, dim), "image_product": (n_img,), "first_view": (n_prod,), "text": (n_prod, dim)}
+    for name, shape in expected.items():
+        if getattr(emb, name).shape != shape:
+            raise ValueError(f"array {name} has shape {getattr(emb, name).shape}, expected {shape}")
+    if n_img and (emb.image_product.min() < 0 or emb.image_product.max() >= n_prod
+                  or emb.first_view.min() < 0 or emb.first_view.max() >= n_img):
+        raise ValueError("indices outside the arrays")
 
 
 def save_cached(path, emb: Embeddings) -> None:
@@ -114,8 +132,11 @@ def save_cached(path, emb: Embeddings) -> None:
 
 def cached_embeddings(load_model, model_key: dict, data_path, cache_dir, device, batch_size: int = 64) -> Embeddings:
     """Embeddings from the cache, or extracted with `load_model() -> (model, backbone)` and cached."""
+    from eiclip_core.data import FashionGen
+
     path = Path(cache_dir) / f"emb-{cache_key(model_key, data_path, device)}.npz"
-    emb = load_cached(path)
+    split = FashionGen(data_path)
+    emb = load_cached(path, split.n_rows, len(split))
     if emb is None:
         model, backbone = load_model()
         emb = extract_embeddings(model, backbone, data_path, device, batch_size=batch_size)

@@ -2,9 +2,11 @@
 
 Everything is written to a temporary file in the destination folder, flushed to disk and renamed
 over the destination (rename is atomic on POSIX), so a crash or a failed run never leaves a
-half-written file where a reader expects a complete one.
+half-written file where a reader expects a complete one. A folder that cannot be written (read-only,
+a file in its place, a full disk) is one KitError line naming the path, never a traceback.
 """
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -13,12 +15,51 @@ from pathlib import Path
 from eiclip_core.errors import KitError
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_WRITE_PROBLEMS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "no space left on device (disk quota)",
+                   errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                   errno.EPERM: "permission denied", errno.ENOTDIR: "a part of this path is a file, not a folder",
+                   errno.EEXIST: "exists and is not a folder"}
+
+
+def write_error(path, error: OSError) -> KitError:
+    """The one line for an OSError met while writing at `path`: the path and what went wrong."""
+    problem = _WRITE_PROBLEMS.get(error.errno, error.strerror or str(error))
+    return KitError(f"{path}: cannot write here: {problem}")
+
+
+def make_dir(path) -> Path:
+    """`path` as an existing folder (created with its parents when missing); KitError when it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path
+
+
+def writable_dir(path) -> Path:
+    """`make_dir`, then a temporary file created and removed in it: a read-only or full folder is one line
+    at the start of a command, not a traceback after minutes of work."""
+    path = make_dir(path)
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise write_error(path, e) from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(dest):
-    """Yield a temporary path beside `dest`; on success rename it to `dest`, on error delete it."""
+    """Yield a temporary path beside `dest`; on success rename it to `dest`, on error delete it.
+    A full disk while writing (OSError ENOSPC/EDQUOT) becomes a KitError naming `dest`."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    make_dir(dest.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as e:
+        raise write_error(dest.parent, e) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -28,9 +69,11 @@ def atomic_path(dest):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            raise write_error(dest, e) from None
         raise
 
 

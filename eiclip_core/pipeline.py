@@ -21,7 +21,7 @@ from pathlib import Path
 from eiclip_core import layout
 from eiclip_core.config import fits_type
 from eiclip_core.errors import KitError
-from eiclip_core.io import write_json
+from eiclip_core.io import write_json, writable_dir
 from eiclip_core.profiles import PROFILES, Profile, get_profile
 from eiclip_core.runtime import PROJECT_ROOT, environment_versions, git_revision, resolve_device
 
@@ -146,8 +146,8 @@ def reproduce(profile_name: str, data_dir=None, reports_dir=None, seed=None, con
     if not todo:
         raise KitError(f"--from {start}: no such notebook (choose from {', '.join(n[:2] for n in NOTEBOOKS)})")
     torch_device = resolve_device(device)
+    writable_dir(PROJECT_ROOT / reports_dir)  # before minutes of data generation, not after
     prepare_data(profile, PROJECT_ROOT / data_dir)
-    (PROJECT_ROOT / reports_dir).mkdir(parents=True, exist_ok=True)
 
     values = {"profile": profile.name, "data_dir": str(data_dir), "reports_dir": str(reports_dir),
               "seed": profile.seeds[0], "device": device}

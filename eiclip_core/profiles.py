@@ -83,6 +83,12 @@ PROFILES = {
 }
 
 
+def check_seed(seed: int) -> None:
+    """Seeds are non-negative (numpy's seed sequences refuse others)."""
+    if seed < 0:
+        raise KitError(f"--seed {seed}: must be 0 or more")
+
+
 def get_profile(name: str, seed: int | None = None, **overrides) -> Profile:
     """The named profile, with any non-None overrides applied (e.g. confounding=0.5).
 
@@ -91,6 +97,7 @@ def get_profile(name: str, seed: int | None = None, **overrides) -> Profile:
     another seed checks that results are not tied to one draw.
     """
     if seed is not None:
+        check_seed(seed)
         base = PROFILES[name].seeds if name in PROFILES else (0,)
         harm = PROFILES[name].harm_data_seeds if name in PROFILES else ()
         overrides.update(data_seed=seed, seeds=tuple(seed + i for i in range(len(base))),

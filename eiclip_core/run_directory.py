@@ -22,7 +22,7 @@ from pathlib import Path
 from eiclip_core.checkpoint import save_checkpoint
 from eiclip_core.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.io import write_json, write_text
+from eiclip_core.io import make_dir, write_json, write_text
 
 LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
 
@@ -93,8 +93,8 @@ class RunDirectory:
         same --out gets one line naming the holder's pid instead of interleaving the log.
         The lock is released when the file closes, at exit or when the process dies."""
         lock_file = self.path / ".lock"
+        make_dir(self.path)  # an --out that is a file, or under one: one line naming it
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             f = open(lock_file, "a+")
         except OSError as e:
             raise KitError(f"{lock_file}: cannot create the run directory's lock file ({e.strerror})") from e

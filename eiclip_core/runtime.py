@@ -13,14 +13,19 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda when a GPU is present, else cpu; "cuda" without a GPU is a clear error."""
+    """"auto" -> cuda when a GPU is present, else cpu; "cuda" without a GPU or a name torch does not know
+    ("tpu") is a clear error."""
     from eiclip_core.errors import KitError
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists twenty device types; these are the ones the kit runs on
+        raise KitError(f"--device {name!r}: unknown device (use auto, cpu, cuda or cuda:<index>)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise KitError(f"device {name!r}: no CUDA GPU is visible on this machine (use --device cpu)")
-    return torch.device(name)
+    return device
 
 
 def seed_everything(seed: int) -> None:

@@ -92,6 +92,38 @@ settings.register_profile("explore", deadline=None, max_examples=500)
 settings.load_profile("kit")
 
 
+@pytest.fixture
+def read_only(monkeypatch):
+    """Function marking a folder read-only: creating a file or folder under it then fails with EROFS, as on
+    a read-only mount. A monkeypatch of os.open and os.mkdir (what tempfile and pathlib create with),
+    because tests run as root, where chmod does not stop writes."""
+    import errno
+    import os
+    from pathlib import Path
+
+    folders, real_open, real_mkdir = [], os.open, os.mkdir
+
+    def refused(path):
+        path = Path(path).absolute()
+        return not path.exists() and any(path.is_relative_to(f) for f in folders)
+
+    def guarded_open(path, flags, mode=0o777, *, dir_fd=None):
+        unnamed = getattr(os, "O_TMPFILE", 0)  # tempfile.TemporaryFile: an unnamed file in the folder `path`
+        if (flags & os.O_CREAT and refused(path)) or (unnamed and flags & unnamed == unnamed
+                                                      and Path(path).absolute() in folders):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    def guarded_mkdir(path, mode=0o777, *, dir_fd=None):
+        if refused(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    monkeypatch.setattr(os, "mkdir", guarded_mkdir)
+    return lambda folder: folders.append(Path(folder).absolute())
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "notebooks: reads a fresh smoke run's records (make test-notebooks runs it "
                                        "after nbval; `make test-unit` leaves it out)")

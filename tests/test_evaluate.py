@@ -343,3 +343,33 @@ def test_a_split_too_small_for_sample100_leaves_it_out_and_says_so(evaluation_se
     results = json.loads(json_path.read_text())
     assert results["protocols"] == ["full", "full-all-views"] and results["not_measured"] == {"sample-100": why}
     assert f"**sample-100 not measured**: {why}." in md_path.read_text()
+
+
+@pytest.mark.parametrize("damage", ["fewer products", "other embedding width"])
+def test_wrong_size_cache_is_named_and_recomputed(damage, evaluation_setup):
+    """A cache whose arrays are whole but do not fit the split (or each other) is named in one warning and
+    recomputed, never scored (a silent wrong number) nor a traceback."""
+    from eiclip_core.checkpoint import checkpoint_id
+    from eiclip_core.data import FashionGen
+    from eiclip_core.evaluate import evaluate_profile
+    from eiclip_core.profiles import get_profile
+
+    data_dir, loads = evaluation_setup
+    profile = get_profile("smoke", rows=("clip-ft",), seeds=(0,))
+    evaluate_profile(profile, data_dir, device="cpu", seed=0)
+    run = data_dir / "runs/clip-ft/seed0"
+    path = data_dir / "cache" / f"emb-{cache_key({'checkpoint': checkpoint_id(run / 'final.pt')}, data_dir / 'validation.h5', 'cpu')}.npz"
+    good = load_cached(path)
+    n_prod = 10
+    keep = good.image_product < n_prod
+    bad = {"fewer products": Embeddings(good.image[keep], good.image_product[keep], good.first_view[:n_prod],
+                                        good.text[:n_prod]),
+           "other embedding width": Embeddings(good.image, good.image_product, good.first_view, good.text[:, :4])}
+    save_cached(path, bad[damage])
+    loads.clear()
+    with pytest.warns(UserWarning, match=rf"{path}: unreadable embedding cache \(array \w+ has shape .*; recomputing it"):
+        evaluate_profile(profile, data_dir, device="cpu", seed=0)
+    assert loads == [str(run)]  # recomputed with the run's model
+    split = FashionGen(data_dir / "validation.h5")
+    again = load_cached(path)
+    assert again.image.shape[0] == split.n_rows and again.text.shape[0] == len(split)

@@ -86,6 +86,8 @@ def test_seed_override_moves_every_seed_and_gets_its_own_folders():
     (["reproduce", "--profile", "quick", "--confounding", "1.5"], "--confounding 1.5: must be within [0, 1]"),
     (["reproduce", "--profile", "smoke", "--dry-run"], "only the paper profile has a dry run"),
     (["reproduce", "--profile", "smoke", "--from", "09"], "--from 09: no such notebook"),
+    (["reproduce", "--profile", "smoke", "--seed", "-1"], "--seed -1: must be 0 or more"),
+    (["reproduce", "--profile", "smoke", "--device", "tpu"], "--device 'tpu': unknown device (use auto, cpu, cuda"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(argv, problem, capsys):
     assert main(argv) == 2
@@ -96,3 +98,23 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, problem, capsys):
 def test_missing_real_data_is_a_clear_error(tmp_path, capsys):
     assert main(["reproduce", "--profile", "paper", "--data-dir", str(tmp_path)]) == 2
     assert "no train file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["reports is a file", "read-only reports", "data under a file"])
+def test_unwritable_reports_or_data_folder_is_one_line_exit_2(case, tmp_path, read_only, capsys):
+    """Checked before any data is generated or notebook run. Read-only: the `read_only` fixture
+    (monkeypatch; tests run as root, where chmod does not stop writes)."""
+    a_file, ro = tmp_path / "a_file", tmp_path / "ro"
+    a_file.write_text("not a folder")
+    ro.mkdir()
+    read_only(ro)
+    reports, data, problem = {
+        "reports is a file": (a_file, tmp_path / "data", f"{a_file}: cannot write here: exists and is not a folder"),
+        "read-only reports": (ro / "reports", tmp_path / "data", f"{ro}/reports: cannot write here: read-only"),
+        "data under a file": (tmp_path / "reports", a_file / "data",
+                              f"{a_file}/data: cannot write here: a part of this path is a file, not a folder"),
+    }[case]
+    assert main(["reproduce", "--profile", "smoke", "--reports", str(reports), "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {problem}") and err.count("\n") == 1, err
+    assert not (tmp_path / "data").exists() and not list(ro.iterdir())

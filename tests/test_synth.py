@@ -1,6 +1,13 @@
 """The generated data set: exact Fashion-Gen schema, determinism, exact ground truth, visible attributes."""
+import errno
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -51,11 +58,14 @@ def test_schema_equals_documented_real_schema(smoke_data):
 
 
 def test_same_seed_same_bytes_different_seed_different(tmp_path, smoke_data):
+    from eiclip_core.synth.files import COMPLETE_MARKER
+
     again = generate(tmp_path / "again", profile="smoke", seed=0)
     assert _bytes(again) == _bytes(smoke_data)
     other = _bytes(generate(tmp_path / "other", profile="smoke", seed=1))
     assert all(other[k] != v for k, v in _bytes(smoke_data).items())
-    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["ground_truth.json", "train.h5", "validation.h5"]
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [  # no temporary file or folder left
+        COMPLETE_MARKER, "ground_truth.json", "train.h5", "validation.h5"]
 
 
 def test_ground_truth_header(gt):
@@ -282,3 +292,93 @@ def test_generate_unless_present_reuses_the_same_draw_only(tmp_path):
     assert json.loads((tmp_path / "ground_truth.json").read_text())["generator"]["seed"] == 2
     assert generate_unless_present(tmp_path, **settings)
     assert _bytes({name: tmp_path / name for name in written}) == written
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = dict(profile="smoke", seed=0, confounding=0.8, image_size=64)  # the smoke profile's own settings
+
+
+def _leftovers(folder):
+    """Temporary files and folders of a synth run (the old and the new names)."""
+    return sorted(p.name for p in Path(folder).glob(".*") if p.name.endswith((".tmp", ".partial")))
+
+
+def test_killed_synth_leaves_a_set_that_is_not_reused_and_is_cleaned_up(tmp_path, smoke_data):
+    """Issue 16 item 2: SIGKILL `synth --seed 7` over a seed-0 set once the validation file is being
+    written; the set must not be taken for the complete seed-0 draw, and the next run regenerates it
+    and removes what the killed run left."""
+    out = tmp_path / "q"
+    assert generate_unless_present(out, **SMOKE)
+    proc = subprocess.Popen([sys.executable, "-m", "eiclip_core.cli", "synth", "--out", str(out), "--profile",
+                             "smoke", "--seed", "7"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("**/.validation.h5.*.tmp")):
+        assert proc.poll() is None and time.monotonic() < deadline, "synth ended before writing validation.h5"
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _leftovers(out)  # the killed run's temporary file is still there
+    assert generate_unless_present(out, **SMOKE)  # not reused: regenerated
+    assert _leftovers(out) == []
+    assert _bytes({k: out / p.name for k, p in smoke_data.items()}) == _bytes(smoke_data)
+    assert not generate_unless_present(out, **SMOKE)  # now whole: reused
+
+
+def test_a_changed_or_missing_file_makes_the_set_incomplete(tmp_path):
+    settings = dict(profile="smoke", seed=1, confounding=0.5, image_size=16, n_train=20, n_val=10)
+    assert generate_unless_present(tmp_path, **settings)
+    stamp = (tmp_path / "train.h5").stat().st_mtime_ns
+    with h5py.File(tmp_path / "validation.h5", "r+") as f:  # another file's bytes under the same name
+        f["input_msrpUSD"][0] = -1.0
+    assert generate_unless_present(tmp_path, **settings)
+    assert (tmp_path / "train.h5").stat().st_mtime_ns == stamp  # unchanged bytes are kept as they were
+    (tmp_path / "ground_truth.json").unlink()
+    assert generate_unless_present(tmp_path, **settings)
+    assert not generate_unless_present(tmp_path, **settings)
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err.strip()
+
+
+def test_synth_disk_full_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """No space for the images (the free space is checked first: HDF5 can crash on a full disk), and no
+    space for ground_truth.json (ENOSPC raised by the write itself, monkeypatched)."""
+    import eiclip_core.synth.files as files
+
+    out = tmp_path / "d"
+    with monkeypatch.context() as m:
+        m.setattr(files.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 5 << 20})())
+        assert main(["synth", "--out", str(out)]) == 2
+    assert re.fullmatch(rf"error: {out}/train\.h5: no space left on device \(needs about \d+ MiB, 5 MiB free\)",
+                        _one_error_line(capsys))
+    real_write_text = Path.write_text
+
+    def full_disk(path, *args, **kwargs):
+        if path.name.startswith(".ground_truth.json."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert main(["synth", "--out", str(out)]) == 2
+    assert _one_error_line(capsys) == f"error: {out}/ground_truth.json: cannot write here: no space left on device"
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing half-written, no temporary file or folder
+
+
+@pytest.mark.parametrize("case", ["out is a file", "out under a file", "read-only out", "negative seed"])
+def test_synth_bad_out_or_seed_is_one_line_exit_2(case, tmp_path, read_only, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    out, seed, problem = {
+        "out is a file": (a_file, "0", f"{a_file}: cannot write here: exists and is not a folder"),
+        "out under a file": (a_file / "sub", "0", f"{a_file}/sub: cannot write here: a part of this path is a file"),
+        "read-only out": (tmp_path / "ro", "0", f"{tmp_path}/ro: cannot write here: read-only file system"),
+        "negative seed": (tmp_path / "d", "-1", "--seed -1: must be 0 or more"),
+    }[case]
+    (tmp_path / "ro").mkdir()
+    read_only(tmp_path / "ro")
+    assert main(["synth", "--out", str(out), "--seed", seed]) == 2
+    assert _one_error_line(capsys).startswith(f"error: {problem}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "ro"] and not list((tmp_path / "ro").iterdir())

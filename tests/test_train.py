@@ -1,7 +1,9 @@
 """Training: config validation, run directory, checkpoints (checksum, safe load), determinism,
 exact resume after SIGKILL, numerical faults, and 2-process data parallelism (gloo)."""
+import errno
 import json
 import math
+import re
 import os
 import signal
 import subprocess
@@ -124,8 +126,9 @@ def test_corrupt_checkpoint_is_detected_and_the_previous_one_used(tmp_path):
 def test_checkpoint_id_follows_the_content_not_the_file(tmp_path):
     payload = {"step": 3, "model": {"w": torch.arange(10.0)}}
     a = save_checkpoint(tmp_path / "a" / "final.pt", payload)
-    b = save_checkpoint(tmp_path / "b" / "final.pt", payload)
-    assert a.read_bytes() != b.read_bytes()  # torch.save names the zip's records after the temporary file
+    b = tmp_path / "b.pt"
+    torch.save(torch.load(a, weights_only=True), b)  # the same record; torch names the zip's records after the file
+    assert a.read_bytes() != b.read_bytes()
     assert checkpoint_id(a) == checkpoint_id(b)
     c = save_checkpoint(tmp_path / "c.pt", {"step": 3, "model": {"w": torch.arange(10.0) + 1e-6}})
     assert checkpoint_id(c) != checkpoint_id(a)
@@ -298,3 +301,63 @@ def test_two_gloo_processes_first_loss_equals_single_process(data, tmp_path):
     for col in (2, 3, 4):  # loss, loss_itc, loss_ent
         assert math.isclose(float(a[col]), float(b[col]), abs_tol=1e-5), (a, b)
     assert json.loads((ddp / "done.json").read_text())["world_size"] == 2
+
+
+def _train_argv(data, out, *extra):
+    return ["train", "--no-progress", "--train", str(data / "train.h5"), "--entities", str(data / "entities.json"),
+            "--out", str(out), "--row", "clip-ft", "--batch-size", "16", "--max-steps", "1", *extra]
+
+
+class _DiskFullAfter:
+    """A file opened for writing on a disk that is full after `room` bytes (ENOSPC on the next write)."""
+
+    def __init__(self, path, mode, room=4096):
+        self.file, self.room = open(path, mode), room
+
+    def write(self, data):
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.file.write(data)
+
+    def flush(self):
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_disk_full_at_a_checkpoint_is_one_line_and_the_run_is_not_finished(data, tmp_path, monkeypatch, capsys):
+    """ENOSPC monkeypatched into the checkpoint's file: torch.save would turn it into a RuntimeError
+    ("unexpected pos"); the command says "no space left on device" and names the file."""
+    import eiclip_core.checkpoint
+
+    monkeypatch.setattr(eiclip_core.checkpoint, "open", _DiskFullAfter, raising=False)
+    out = tmp_path / "run"
+    from eiclip_core.cli import main
+
+    assert main(_train_argv(data, out)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.fullmatch(rf"error: {out}/\S+\.pt: cannot write here: no space left on device\n", err)
+    assert not (out / "done.json").exists() and not list(out.glob("**/*.tmp"))
+
+
+@pytest.mark.parametrize("case", ["out is a file", "out under a file", "unknown device"])
+def test_train_bad_out_or_device_is_one_line_exit_2(case, data, tmp_path, capsys):
+    from eiclip_core.cli import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    out, extra, problem = {
+        "out is a file": (a_file, [], f"{a_file}: cannot write here: exists and is not a folder"),
+        "out under a file": (a_file / "run", [], f"{a_file}/run: cannot write here: a part of this path is a file"),
+        "unknown device": (tmp_path / "run", ["--device", "tpu"], "--device 'tpu': unknown device"),
+    }[case]
+    assert main(_train_argv(data, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {problem}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -28,8 +28,8 @@ Modules, one job each (reuse them for other generated data):
     text.py     names, descriptions and compositions written with their mention spans
     render.py   rendering primitives: shapes as tables, textures, fills, glyphs, views
     product.py  one product: sampled attributes, metadata, text, and its images
-    files.py    train.h5 / validation.h5 / ground_truth.json: generate, generate_unless_present,
-                load_ground_truth
+    files.py    train.h5 / validation.h5 / ground_truth.json, written as one set: generate,
+                generate_unless_present, is_complete, load_ground_truth
 
 Run: `eiclip synth --out data/smoke --profile smoke` (a few seconds) or `--profile quick`.
 """

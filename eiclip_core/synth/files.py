@@ -1,17 +1,29 @@
 """The generated data set on disk: train.h5 and validation.h5 in the Fashion-Gen schema, and
 ground_truth.json (every product's entity values and mention spans), written and read here.
 
+A data set is written as a whole: the files are generated in a temporary folder inside out_dir, moved
+into place (a file whose bytes are unchanged is kept, so runs made from it stay valid), and only then
+is COMPLETE_MARKER written, recording the generator settings and every file's size and sha256. The
+marker is removed before anything else is written, so a killed `synth` never leaves a set that
+`generate_unless_present` (reproduce, the harm and sweep data) takes for complete; the next run
+removes what the killed one left (STALE_PATTERNS).
+
 Seeds: each stream of randomness has its own seed sequence [seed, k] (1 world, 2 textures, 3 product
 ids, 10+i products of split i, 20+i images of split i), so changing one part never shifts another.
 """
+import contextlib
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from eiclip_core.errors import KitError
-from eiclip_core.io import atomic_path, write_json
-from eiclip_core.profiles import get_profile
+from eiclip_core.io import atomic_path, write_error, write_json, writable_dir
+from eiclip_core.profiles import check_seed, get_profile
 from eiclip_core.synth.product import make_product, render_product
 from eiclip_core.synth.render import material_textures
 from eiclip_core.synth.world import FIT_VALUES, build_world
@@ -26,6 +38,9 @@ METADATA_COLUMNS = {
     "season": "input_season", "gender": "input_gender", "department": "input_department",
 }
 IMAGE_BLOCK_ROWS = 1024  # images are rendered and written this many rows at a time (bounded memory)
+FILE_NAMES = {"train": "train.h5", "validation": "validation.h5", "ground_truth": "ground_truth.json"}
+COMPLETE_MARKER = ".synth-complete.json"  # written last: settings and the identity of every file
+STALE_PATTERNS = (".synth-*.partial", ".train.h5.*.tmp", ".validation.h5.*.tmp", ".ground_truth.json.*.tmp")
 
 
 def generator_settings(profile: str, seed: int = 0, confounding=None, image_size=None,
@@ -42,6 +57,7 @@ def generator_settings(profile: str, seed: int = 0, confounding=None, image_size
         raise KitError(f"--confounding {settings['confounding']}: must be in [0, 1]")
     if not 16 <= settings["image_size"] <= 512:
         raise KitError(f"--image-size {settings['image_size']}: must be between 16 and 512 pixels")
+    check_seed(settings["seed"])
     if settings["n_train"] <= 0 or settings["n_val"] <= 0:
         raise KitError(f"profile {profile!r}: uses real data, not generated data (choose smoke or quick)")
     return settings
@@ -49,29 +65,39 @@ def generator_settings(profile: str, seed: int = 0, confounding=None, image_size
 
 def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, image_size=None,
              n_train=None, n_val=None) -> dict:
-    """Write train.h5, validation.h5 and ground_truth.json under out_dir; returns {name: Path}.
+    """Write train.h5, validation.h5 and ground_truth.json under out_dir as one set (see the module
+    docstring); returns {name: Path}.
 
     Sizes come from the profile unless n_train / n_val are given (notebook 05's smaller sweep data)."""
     settings = generator_settings(profile, seed, confounding, image_size, n_train, n_val)
-    size, out = settings["image_size"], Path(out_dir)
+    out = writable_dir(out_dir)
+    _remove_stale(out)
+    with _partial_folder(out) as partial:
+        _write_set(partial, settings)
+        files = {name: _install(partial / name, out / name) for name in FILE_NAMES.values()}
+    write_json(out / COMPLETE_MARKER, {"generator": settings, "files": files})
+    return {key: out / name for key, name in FILE_NAMES.items()}
+
+
+def _write_set(out: Path, settings: dict) -> None:
+    """The three files of one draw under `out` (the temporary folder of `generate`)."""
+    seed, size = settings["seed"], settings["image_size"]
     world = build_world(seed, settings["confounding"], settings["n_train"])
     textures = material_textures(size, np.random.default_rng([seed, 2]))
     sizes = {"train": settings["n_train"], "validation": settings["n_val"]}
     id_rng = np.random.default_rng([seed, 3])
     all_ids = id_rng.choice(np.arange(100000, 1000000), size=sum(sizes.values()), replace=False)
-    splits, paths, offset = {}, {}, 0
+    splits, offset = {}, 0
     for i, (split, n) in enumerate(sizes.items()):
         product_rng = np.random.default_rng([seed, 10 + i])
         products = [make_product(world, product_rng) for _ in range(n)]
         ids = np.sort(all_ids[offset:offset + n])
         offset += n
-        paths[split] = out / f"{split}.h5"
-        _write_split(paths[split], products, ids, world, textures, size,
+        _write_split(out / FILE_NAMES[split], products, ids, world, textures, size,
                      np.random.default_rng([seed, 20 + i]), desc=f"synth {split}")
         splits[split] = [{"product_id": int(pid), "entities": p.entities, "mentions": p.mentions}
                          for pid, p in zip(ids, products)]
-    paths["ground_truth"] = out / "ground_truth.json"
-    write_json(paths["ground_truth"], {
+    write_json(out / FILE_NAMES["ground_truth"], {
         "version": GROUND_TRUTH_VERSION,
         "generator": settings,
         "mention_types": ["brand", "category", "subcategory", "composition", "fit"],
@@ -79,20 +105,76 @@ def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, i
         "ordinary_word_values": world.ordinary_word_values(),
         "splits": splits,
     })
-    return paths
 
 
 def generate_unless_present(out_dir, profile: str, seed: int, confounding: float, image_size: int,
                             n_train=None, n_val=None) -> bool:
-    """`generate`, unless out_dir already holds the same draw (same generator settings in its
-    ground_truth.json); True when it generated."""
+    """`generate`, unless out_dir already holds the same draw, complete: its COMPLETE_MARKER names the
+    same generator settings and every file still has the size and sha256 it records. True when it
+    generated."""
     wanted = generator_settings(profile, seed, confounding, image_size, n_train, n_val)
-    truth = Path(out_dir) / "ground_truth.json"
-    if truth.exists() and (Path(out_dir) / "validation.h5").exists():
-        if json.loads(truth.read_text()).get("generator") == wanted:
-            return False
-    generate(out_dir, profile, seed, confounding, image_size, n_train, n_val)
-    return True
+    if not is_complete(out_dir, wanted):
+        generate(out_dir, profile, seed, confounding, image_size, n_train, n_val)
+        return True
+    return False
+
+
+def is_complete(out_dir, settings: dict) -> bool:
+    """out_dir holds the whole set of `settings`, as `generate` wrote it (no file missing, mixed or changed)."""
+    out = Path(out_dir)
+    try:
+        marker = json.loads((out / COMPLETE_MARKER).read_text(encoding="utf-8"))
+        return marker.get("generator") == settings and all(
+            _identity(out / name) == marker["files"][name] for name in FILE_NAMES.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _identity(path: Path) -> dict:
+    """Size and sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _install(new: Path, dest: Path) -> dict:
+    """Move `new` to `dest` unless dest already has the same bytes (then it is kept, with its mtime, so the
+    runs that recorded its identity stay valid); the installed file's identity."""
+    identity = _identity(new)
+    if not (dest.is_file() and _identity(dest) == identity):
+        os.replace(new, dest)
+    return identity
+
+
+@contextlib.contextmanager
+def _partial_folder(out: Path):
+    """A temporary folder inside `out` (same file system: moving out of it is a rename), removed at the end;
+    one that a killed run leaves behind is removed by the next `generate` (_remove_stale). A KitError
+    raised inside names the paths under `out`."""
+    try:
+        partial = Path(tempfile.mkdtemp(prefix=".synth-", suffix=".partial", dir=out))
+    except OSError as e:
+        raise write_error(out, e) from None
+    try:
+        yield partial
+    except KitError as e:  # name the file the user asked for, not its temporary place
+        raise KitError(str(e).replace(str(partial), str(out))) from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _remove_stale(out: Path) -> None:
+    """Before writing: the completion marker (the set is incomplete from now until it is written again),
+    and the temporary files and folders of a killed run."""
+    (out / COMPLETE_MARKER).unlink(missing_ok=True)
+    for pattern in STALE_PATTERNS:
+        for stale in out.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def load_ground_truth(path) -> dict:
@@ -117,7 +199,9 @@ def _strings(values) -> np.ndarray:
 
 
 def _write_split(dest: Path, products: list, ids: np.ndarray, world, textures: dict, size: int, rng, desc: str):
-    """Write one split in the Fashion-Gen schema; rows of a product contiguous; images in blocks."""
+    """Write one split in the Fashion-Gen schema; rows of a product contiguous; images in blocks.
+
+    The free space is checked first (_check_space): HDF5 that meets a full disk may crash the process."""
     import h5py
 
     n_views = rng.choice(6, size=len(products), p=VIEW_COUNT_PROBABILITIES) + 1
@@ -126,23 +210,32 @@ def _write_split(dest: Path, products: list, ids: np.ndarray, world, textures: d
     columns = {key: per_row(key) for key in METADATA_COLUMNS}
     concat = [f"{m}. {d} {c} {b}".strip() for m, d, c, b in zip(
         columns["name"], columns["description"], columns["composition"], columns["brand"])]
+    arrays = {"input_productID": np.repeat(ids, n_views).astype(np.int32).reshape(-1, 1),
+              **{column: _strings(columns[key]) for key, column in METADATA_COLUMNS.items()},
+              "input_concat_description": _strings(concat),
+              "input_pose": _strings([POSES[v] for k in n_views for v in range(k)]),
+              "input_msrpUSD": np.array(per_row("price"), np.float32).reshape(-1, 1),
+              "index": np.arange(n_rows, dtype=np.int64).reshape(-1, 1),
+              "index_2": np.arange(n_rows, dtype=np.int64)}  # 1-D, as in the real files
+    _check_space(dest, n_rows * size * size * 3 + sum(a.nbytes for a in arrays.values()))
     with atomic_path(dest) as tmp:
         # fixed creation properties and no timestamps: the same seed gives the same bytes
         with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
-            def put(key, arr):
-                f.create_dataset(key, data=arr, track_times=False)
-
             images = f.create_dataset("input_image", shape=(n_rows, size, size, 3), dtype=np.uint8,
                                       track_times=False)
-            put("input_productID", np.repeat(ids, n_views).astype(np.int32).reshape(-1, 1))
-            for key, column in METADATA_COLUMNS.items():
-                put(column, _strings(columns[key]))
-            put("input_concat_description", _strings(concat))
-            put("input_pose", _strings([POSES[v] for k in n_views for v in range(k)]))
-            put("input_msrpUSD", np.array(per_row("price"), np.float32).reshape(-1, 1))
-            put("index", np.arange(n_rows, dtype=np.int64).reshape(-1, 1))
-            put("index_2", np.arange(n_rows, dtype=np.int64))  # 1-D, as in the real files
+            for key, arr in arrays.items():
+                f.create_dataset(key, data=arr, track_times=False)
             _write_images(images, products, n_views, world, textures, size, rng, desc)
+
+
+def _check_space(dest: Path, n_bytes: int) -> None:
+    """KitError when `dest`'s folder has less free space than `n_bytes` plus 1 MiB of HDF5 overhead.
+    Checked before writing because HDF5 2.0 segfaults on closing a file whose writes met ENOSPC (tried on
+    a full tmpfs), so no exception would reach the command line."""
+    free = shutil.disk_usage(dest.parent).free
+    if free < n_bytes + (1 << 20):
+        raise KitError(f"{dest}: no space left on device (needs about {(n_bytes >> 20) + 1} MiB, "
+                       f"{free >> 20} MiB free)")
 
 
 def _write_images(images, products: list, n_views: np.ndarray, world, textures, size: int, rng, desc: str):
