@@ -338,9 +338,10 @@ def test_a_changed_or_missing_file_makes_the_set_incomplete(tmp_path):
 
 
 def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: "), err
-    return err.strip()
+    """The command's one error line, the last on stderr (a progress bar may have drawn itself first)."""
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert lines[-1].startswith("error: ") and [x for x in lines if x.startswith("error")] == lines[-1:], lines
+    return lines[-1]
 
 
 def test_synth_disk_full_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
