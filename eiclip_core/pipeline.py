@@ -184,10 +184,14 @@ def _project_path(path) -> Path:
 
 
 def _run_configs(data_dir: Path) -> dict:
-    """The config of every training run under the data folder, by run path."""
+    """The config of every training run under the data folder, by run path, as the manifest records it:
+    the training file's resolved path (the run's identity on this machine) relative to the project."""
     runs = {}
     for config in sorted((data_dir / "runs").glob("**/config.json")):
-        runs[str(config.parent.relative_to(data_dir))] = json.loads(config.read_text())
+        record = json.loads(config.read_text())
+        if "train_identity" in record:
+            record["train_identity"]["path"] = str(_project_path(record["train_identity"]["path"]))
+        runs[str(config.parent.relative_to(data_dir))] = record
     return runs
 
 
