@@ -57,7 +57,7 @@ def load_analysed_runs(data_dir, seed: int, device) -> AnalysedRuns:
     from eiclip_core.evaluate import cached_embeddings
     from eiclip_core.loading import load_run
 
-    validation = layout.split_file(data_dir, "validation")
+    validation = FashionGen(layout.split_file(data_dir, "validation"))
     models, embeddings = {}, {}
     for row in ANALYSED_ROWS:
         run = layout.run_dir(data_dir, row, seed)
@@ -70,7 +70,7 @@ def load_analysed_runs(data_dir, seed: int, device) -> AnalysedRuns:
             layout.cache_dir(data_dir), device)
     # the text tower as loaded before fine-tuning (same seed = same projection as the run's D_t)
     frozen = load_backbone(cfg.backbone, cfg.pretrained, device=device, seed=cfg.seed).model.eval()
-    return AnalysedRuns(data=FashionGen(validation), artifact=load_artifact(layout.entities_file(data_dir)),
+    return AnalysedRuns(data=validation, artifact=load_artifact(layout.entities_file(data_dir)),
                         models=models, tokenizer=backbone.tokenizer,
                         frozen=lambda tokens: torch.nn.functional.normalize(frozen.encode_text(tokens), dim=-1),
                         embeddings=embeddings, device=device)

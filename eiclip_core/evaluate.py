@@ -130,16 +130,14 @@ def save_cached(path, emb: Embeddings) -> None:
         np.savez(f, **emb.arrays())
 
 
-def cached_embeddings(load_model, model_key: dict, data_path, cache_dir, device, batch_size: int = 64) -> Embeddings:
-    """Embeddings from the cache, or extracted with `load_model() -> (model, backbone)` and cached."""
-    from eiclip_core.data import FashionGen
-
-    path = Path(cache_dir) / f"emb-{cache_key(model_key, data_path, device)}.npz"
-    split = FashionGen(data_path)
+def cached_embeddings(load_model, model_key: dict, split, cache_dir, device, batch_size: int = 64) -> Embeddings:
+    """Embeddings of `split` (an open FashionGen, whose sizes the cache must fit) from the cache, or
+    extracted with `load_model() -> (model, backbone)` and cached."""
+    path = Path(cache_dir) / f"emb-{cache_key(model_key, split.path, device)}.npz"
     emb = load_cached(path, split.n_rows, len(split))
     if emb is None:
         model, backbone = load_model()
-        emb = extract_embeddings(model, backbone, data_path, device, batch_size=batch_size)
+        emb = extract_embeddings(model, backbone, split.path, device, batch_size=batch_size)
         save_cached(path, emb)
     return emb
 
@@ -282,7 +280,8 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     data_path = layout.split_file(data_dir, SPLIT)
     entities_path = layout.entities_file(data_dir)
     artifact = load_artifact(entities_path)
-    products = FashionGen(data_path).products
+    split = FashionGen(data_path)
+    products = split.products
     pids = products["product_id"].to_numpy()
     if not np.array_equal(artifact.product_ids(SPLIT), pids):
         raise KitError(f"{entities_path}: its {SPLIT} product ids differ from {data_path} (re-run `eiclip mine`)")
@@ -306,7 +305,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
             key = {"checkpoint": ckpt_hash}
             load = lambda d=run_dir: load_run(d, device)[:2]  # noqa: E731
             shown_dir = str(run_dir)
-        emb = cached_embeddings(load, key, data_path, cache, device, batch_size=batch_size)
+        emb = cached_embeddings(load, key, split, cache, device, batch_size=batch_size)
         embeddings[(row, run_seed)] = emb
         scored = evaluate_embeddings(emb, pids, products["subcategory"].to_numpy(), protocols,
                                      n_sample_queries=profile.sample100_queries, seed=seed)
