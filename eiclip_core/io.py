@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,6 +49,18 @@ def writable_dir(path) -> Path:
     except OSError as e:
         raise write_error(path, e) from None
     return path
+
+
+def check_free_space(dest, n_bytes: int) -> None:
+    """KitError when `dest`'s folder has less free space than `n_bytes` plus 1 MiB of HDF5 overhead.
+    Checked before writing HDF5 (synth, import-catalog) because HDF5 2.0 segfaults on closing a file whose writes met ENOSPC (tried on
+    a full tmpfs), so no exception would reach the command line."""
+    dest = Path(dest)
+    folder = next(f for f in dest.absolute().parents if f.exists())  # dest's folder may not exist yet
+    free = shutil.disk_usage(folder).free
+    if free < n_bytes + (1 << 20):
+        raise KitError(f"{dest}: no space left on device (needs about {(n_bytes >> 20) + 1} MiB, "
+                       f"{free >> 20} MiB free)")
 
 
 @contextlib.contextmanager

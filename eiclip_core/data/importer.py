@@ -34,7 +34,7 @@ from eiclip_core.data.latin1 import TextPolicy
 from eiclip_core.data.presets import PRESETS, prepare_preset
 from eiclip_core.data.writer import open_writer
 from eiclip_core.errors import KitError
-from eiclip_core.io import write_json, write_text
+from eiclip_core.io import check_free_space, write_json, write_text
 from eiclip_core.layout import SPLITS
 from eiclip_core.text import product_text
 
@@ -133,6 +133,8 @@ def _write_splits(splits: dict, out: Path, settings: ImportSettings, table_path,
     order = [(s, p) for s in SPLITS for p in splits[s]]
     tasks = ((k, p.images, settings.image_size) for k, (_, p) in enumerate(order))
     written, bad = {s: [] for s in SPLITS}, []
+    n_images = sum(len(p.images) for _, p in order)
+    check_free_space(out / f"{SPLITS[0]}.h5", n_images * settings.image_size ** 2 * 3)  # both files' pixels
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(open_writer(out / f"{s}.h5", settings.image_size)) for s in SPLITS}
         # closed first on any error: the workers stop before the temporary files are removed

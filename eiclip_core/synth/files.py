@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from eiclip_core.errors import KitError
-from eiclip_core.io import atomic_path, write_error, write_json, writable_dir
+from eiclip_core.io import atomic_path, check_free_space, write_error, write_json, writable_dir
 from eiclip_core.profiles import check_seed, get_profile
 from eiclip_core.synth.product import make_product, render_product
 from eiclip_core.synth.render import material_textures
@@ -201,7 +201,7 @@ def _strings(values) -> np.ndarray:
 def _write_split(dest: Path, products: list, ids: np.ndarray, world, textures: dict, size: int, rng, desc: str):
     """Write one split in the Fashion-Gen schema; rows of a product contiguous; images in blocks.
 
-    The free space is checked first (_check_space): HDF5 that meets a full disk may crash the process."""
+    The free space is checked first (io.check_free_space): HDF5 that meets a full disk may crash the process."""
     import h5py
 
     n_views = rng.choice(6, size=len(products), p=VIEW_COUNT_PROBABILITIES) + 1
@@ -217,7 +217,7 @@ def _write_split(dest: Path, products: list, ids: np.ndarray, world, textures: d
               "input_msrpUSD": np.array(per_row("price"), np.float32).reshape(-1, 1),
               "index": np.arange(n_rows, dtype=np.int64).reshape(-1, 1),
               "index_2": np.arange(n_rows, dtype=np.int64)}  # 1-D, as in the real files
-    _check_space(dest, n_rows * size * size * 3 + sum(a.nbytes for a in arrays.values()))
+    check_free_space(dest, n_rows * size * size * 3 + sum(a.nbytes for a in arrays.values()))
     with atomic_path(dest) as tmp:
         # fixed creation properties and no timestamps: the same seed gives the same bytes
         with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
@@ -226,16 +226,6 @@ def _write_split(dest: Path, products: list, ids: np.ndarray, world, textures: d
             for key, arr in arrays.items():
                 f.create_dataset(key, data=arr, track_times=False)
             _write_images(images, products, n_views, world, textures, size, rng, desc)
-
-
-def _check_space(dest: Path, n_bytes: int) -> None:
-    """KitError when `dest`'s folder has less free space than `n_bytes` plus 1 MiB of HDF5 overhead.
-    Checked before writing because HDF5 2.0 segfaults on closing a file whose writes met ENOSPC (tried on
-    a full tmpfs), so no exception would reach the command line."""
-    free = shutil.disk_usage(dest.parent).free
-    if free < n_bytes + (1 << 20):
-        raise KitError(f"{dest}: no space left on device (needs about {(n_bytes >> 20) + 1} MiB, "
-                       f"{free >> 20} MiB free)")
 
 
 def _write_images(images, products: list, n_views: np.ndarray, world, textures, size: int, rng, desc: str):
