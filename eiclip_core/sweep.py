@@ -90,10 +90,10 @@ def _full_recall(run: Path, out: Path, device) -> dict:
     from eiclip_core.metrics import retrieval_metrics
     from eiclip_core.loading import load_run
 
-    validation = layout.split_file(out, "validation")
+    validation = FashionGen(layout.split_file(out, "validation"))
     emb = cached_embeddings(lambda: load_run(run, device)[:2], {"checkpoint": checkpoint_id(run / "final.pt")},
                             validation, layout.cache_dir(out), device)
-    pids = FashionGen(validation).products["product_id"].to_numpy()
+    pids = validation.products["product_id"].to_numpy()
     return retrieval_metrics(emb.image[emb.first_view], emb.text, pids, pids)
 
 
