@@ -56,8 +56,10 @@ class Embeddings:
 
 
 @torch.no_grad()
-def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64, num_workers: int = 0) -> Embeddings:
-    """Encode all views and all texts of a split: batched, no grad, fp16 autocast on CUDA."""
+def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64, num_workers: int = 0,
+                       views: str = "all") -> Embeddings:
+    """Encode all views (or, views="first", each product's first view) and all texts of a split: batched,
+    no grad, fp16 autocast on CUDA."""
     from eiclip_core.data import EvalDataset, FashionGen
 
     device = torch.device(device)
@@ -65,7 +67,7 @@ def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64,
     autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
                 else contextlib.nullcontext())
     data = FashionGen(data_path)
-    dataset = EvalDataset(data_path, backbone.preprocess_val, views="all")
+    dataset = EvalDataset(data_path, backbone.preprocess_val, views=views)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     images = []
@@ -235,6 +237,7 @@ class Evaluation:
     data_path: Path
     published: bool  # real data: the papers' numbers stand beside ours
     not_measured: dict = dataclasses.field(default_factory=dict)  # protocol -> why it has no records
+    loaders: dict = dataclasses.field(default_factory=dict)  # (row, seed) -> () -> (model, backbone)
 
     def to_json(self) -> dict:
         return {"profile": self.profile, "split": SPLIT,
@@ -294,7 +297,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     cache = layout.cache_dir(data_dir)
 
     jobs = [(ZERO_SHOT, None, None)] + runs
-    records, breakdown, embeddings = [], [], {}
+    records, breakdown, embeddings, loaders = [], [], {}, {}
     for row, run_seed, run_dir in tqdm(jobs, desc="runs"):
         if run_dir is None:
             key = {"zero_shot": profile.backbone, "pretrained": profile.pretrained, "entities": artifact.id}
@@ -306,7 +309,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
             load = lambda d=run_dir: load_run(d, device)[:2]  # noqa: E731
             shown_dir = str(run_dir)
         emb = cached_embeddings(load, key, split, cache, device, batch_size=batch_size)
-        embeddings[(row, run_seed)] = emb
+        embeddings[(row, run_seed)], loaders[(row, run_seed)] = emb, load
         scored = evaluate_embeddings(emb, pids, products["subcategory"].to_numpy(), protocols,
                                      n_sample_queries=profile.sample100_queries, seed=seed)
         for protocol, s in scored.items():
@@ -319,7 +322,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     summary = summary_table(records, published=profile.real_data)
     return Evaluation(profile=profile.name, records=records, breakdown=breakdown, summary=summary,
                       breakdown_summary=breakdown_table(breakdown), embeddings=embeddings, data_path=data_path,
-                      published=profile.real_data, not_measured=not_measured)
+                      published=profile.real_data, not_measured=not_measured, loaders=loaders)
 
 
 def write_results(evaluation: Evaluation, reports_dir) -> tuple[Path, Path]:

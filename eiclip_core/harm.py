@@ -53,7 +53,7 @@ def zero_shot_recalls(backbone, data_path, device="cpu") -> dict:
     from eiclip_core.evaluate import extract_embeddings
     from eiclip_core.metrics import retrieval_metrics
 
-    emb = extract_embeddings(backbone_model(backbone), backbone, data_path, device)
+    emb = extract_embeddings(backbone_model(backbone), backbone, data_path, device, views="first")
     pids = FashionGen(data_path).products["product_id"].to_numpy()
     return retrieval_metrics(emb.image[emb.first_view], emb.text, pids, pids)
 
@@ -66,7 +66,7 @@ def harm_table(backbone, profile, data_seeds, work_dir, knobs=(0.0, 1.0), device
     for seed in data_seeds:
         for knob in knobs:
             out = Path(work_dir) / f"seed{seed}-knob{knob:g}"
-            generate_unless_present(out, profile.name, seed, knob, profile.image_size)
+            generate_unless_present(out, profile.name, seed, knob, profile.image_size, validation_only=True)
             rows.append({"data_seed": seed, "knob": knob,
                          **zero_shot_recalls(backbone, layout.split_file(out, "validation"), device)})
     return pd.DataFrame(rows)
@@ -109,7 +109,7 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
 
     data_path = layout.split_file(data_dir, "validation")
     model = backbone_model(backbone)
-    image_emb = extract_embeddings(model, backbone, data_path, device)
+    image_emb = extract_embeddings(model, backbone, data_path, device, views="first")
     products = FashionGen(data_path).products
     colours = np.array([name.split()[0].lower() for name in products["name"]])
     truth = {p["product_id"]: p for p in load_ground_truth(layout.ground_truth_file(data_dir))["splits"]["validation"]}

@@ -97,7 +97,39 @@ def test_linear_probe_leaves_out_types_without_two_values():
 
     x, labels = _clusters(n=20)
     value_ids = {"brand": np.full(40, -1), "season": np.zeros(40, int), "category": (labels == "b").astype(int)}
-    assert unprobed_types(value_ids) == {"brand": "0 validation products with a value, 0 distinct",
-                                         "season": "40 validation products with a value, 1 distinct"}
-    table = probe_table({"CLIP-FT": x}, value_ids)
+    assert unprobed_types(value_ids, value_ids) == {
+        "brand": "0 training products with a value, 0 distinct; 0 validation products with a value",
+        "season": "40 training products with a value, 1 distinct; 40 validation products with a value"}
+    table = probe_table({"CLIP-FT": x}, {"CLIP-FT": x}, value_ids, value_ids)
     assert list(table["type"]) == ["category"] and table.loc[0, "accuracy"] == 100.0
+
+
+def test_linear_probe_fits_on_one_split_and_scores_the_other():
+    """Fitted on one draw of two clusters and scored on another: separable labels are read (100 %),
+    labels unrelated to the features are not (near the majority baseline), a value the fit set never
+    saw counts as a miss, and missing values (-1) are left out of both sets."""
+    from eiclip_core.linear_probe import probe_accuracy
+
+    fit_x, fit_labels = _clusters(n=30, seed=0)
+    test_x, test_labels = _clusters(n=30, seed=1)
+    fit_y, test_y = (fit_labels == "b").astype(int), (test_labels == "b").astype(int)
+    assert probe_accuracy(fit_x, fit_y, test_x, test_y) == (1.0, 0.5)
+    noise = np.random.default_rng(2).integers(0, 2, 60)
+    accuracy, majority = probe_accuracy(fit_x, noise, test_x, np.random.default_rng(3).integers(0, 2, 60))
+    assert accuracy < 0.75 and 0.3 < majority < 0.7
+    unseen = test_y.copy()
+    unseen[:10] = 7  # a value with no fit example: never predicted
+    assert probe_accuracy(fit_x, fit_y, test_x, unseen)[0] == 50 / 60
+    missing = fit_y.copy()
+    missing[30:] = -1  # only cluster "a" has a value left: one class, every test "b" a miss
+    assert probe_accuracy(fit_x, missing, test_x, test_y)[0] == 0.5
+
+
+def test_probe_fit_products_are_a_seeded_sample_never_the_first_rows():
+    from eiclip_core.linear_probe import fit_products
+
+    assert np.array_equal(fit_products(50, seed=0, limit=100), np.arange(50))
+    chosen = fit_products(5000, seed=0, limit=100)
+    assert len(np.unique(chosen)) == 100 and np.all(np.diff(chosen) > 0) and chosen.max() > 1000
+    assert np.array_equal(chosen, fit_products(5000, seed=0, limit=100))
+    assert not np.array_equal(chosen, fit_products(5000, seed=1, limit=100))

@@ -294,6 +294,25 @@ def test_generate_unless_present_reuses_the_same_draw_only(tmp_path):
     assert _bytes({name: tmp_path / name for name in written}) == written
 
 
+
+def test_validation_only_draw_is_the_full_draw_without_its_training_split(tmp_path):
+    """The zero-shot harm reads only validation files: a validation-only draw writes the same
+    validation.h5 bytes and validation ground truth as the full draw, no train.h5, and is reused
+    only as a validation-only draw."""
+    settings = dict(profile="smoke", seed=1, confounding=1.0, image_size=16, n_train=30, n_val=10)
+    full, part = tmp_path / "full", tmp_path / "part"
+    generate(full, **settings)
+    assert generate_unless_present(part, **settings, validation_only=True)
+    assert not (part / "train.h5").exists()
+    assert (part / "validation.h5").read_bytes() == (full / "validation.h5").read_bytes()
+    truth = {d: load_ground_truth(d / "ground_truth.json") for d in (full, part)}
+    assert list(truth[part]["splits"]) == ["validation"]
+    assert truth[part]["splits"]["validation"] == truth[full]["splits"]["validation"]
+    assert truth[part]["ordinary_word_values"] == truth[full]["ordinary_word_values"]
+    assert not generate_unless_present(part, **settings, validation_only=True)
+    assert generate_unless_present(part, **settings)  # a full draw is not a validation-only one
+    assert (part / "train.h5").read_bytes() == (full / "train.h5").read_bytes()
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = dict(profile="smoke", seed=0, confounding=0.8, image_size=64)  # the smoke profile's own settings
 

@@ -44,8 +44,11 @@ STALE_PATTERNS = (".synth-*.partial", ".train.h5.*.tmp", ".validation.h5.*.tmp",
 
 
 def generator_settings(profile: str, seed: int = 0, confounding=None, image_size=None,
-                       n_train=None, n_val=None) -> dict:
+                       n_train=None, n_val=None, validation_only: bool = False) -> dict:
     """The settings of one draw, as recorded in ground_truth.json["generator"]; None means the profile's.
+
+    validation_only: the same world and validation products, without rendering the training split (the
+    zero-shot harm reads only the validation split; the key is recorded only when set).
 
     KitError for a knob outside [0, 1], an image size outside 16..512 px, or a real-data profile."""
     prof = get_profile(profile)
@@ -60,23 +63,30 @@ def generator_settings(profile: str, seed: int = 0, confounding=None, image_size
     check_seed(settings["seed"])
     if settings["n_train"] <= 0 or settings["n_val"] <= 0:
         raise KitError(f"profile {profile!r}: uses real data, not generated data (choose smoke or quick)")
+    if validation_only:
+        settings["validation_only"] = True
     return settings
 
 
+def file_names(settings: dict) -> dict:
+    """{key: file name} of the files a draw with these settings writes."""
+    return {k: v for k, v in FILE_NAMES.items() if not (k == "train" and settings.get("validation_only"))}
+
+
 def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, image_size=None,
-             n_train=None, n_val=None) -> dict:
+             n_train=None, n_val=None, validation_only: bool = False) -> dict:
     """Write train.h5, validation.h5 and ground_truth.json under out_dir as one set (see the module
     docstring); returns {name: Path}.
 
     Sizes come from the profile unless n_train / n_val are given (notebook 05's smaller sweep data)."""
-    settings = generator_settings(profile, seed, confounding, image_size, n_train, n_val)
+    settings = generator_settings(profile, seed, confounding, image_size, n_train, n_val, validation_only)
     out = writable_dir(out_dir)
     _remove_stale(out)
     with _partial_folder(out) as partial:
         _write_set(partial, settings)
-        files = {name: _install(partial / name, out / name) for name in FILE_NAMES.values()}
+        files = {name: _install(partial / name, out / name) for name in file_names(settings).values()}
     write_json(out / COMPLETE_MARKER, {"generator": settings, "files": files})
-    return {key: out / name for key, name in FILE_NAMES.items()}
+    return {key: out / name for key, name in file_names(settings).items()}
 
 
 def _write_set(out: Path, settings: dict) -> None:
@@ -89,6 +99,9 @@ def _write_set(out: Path, settings: dict) -> None:
     all_ids = id_rng.choice(np.arange(100000, 1000000), size=sum(sizes.values()), replace=False)
     splits, offset = {}, 0
     for i, (split, n) in enumerate(sizes.items()):
+        if split not in file_names(settings):  # its products and ids are skipped; other streams unchanged
+            offset += n
+            continue
         product_rng = np.random.default_rng([seed, 10 + i])
         products = [make_product(world, product_rng) for _ in range(n)]
         ids = np.sort(all_ids[offset:offset + n])
@@ -108,13 +121,13 @@ def _write_set(out: Path, settings: dict) -> None:
 
 
 def generate_unless_present(out_dir, profile: str, seed: int, confounding: float, image_size: int,
-                            n_train=None, n_val=None) -> bool:
+                            n_train=None, n_val=None, validation_only: bool = False) -> bool:
     """`generate`, unless out_dir already holds the same draw, complete: its COMPLETE_MARKER names the
     same generator settings and every file still has the size and sha256 it records. True when it
     generated."""
-    wanted = generator_settings(profile, seed, confounding, image_size, n_train, n_val)
+    wanted = generator_settings(profile, seed, confounding, image_size, n_train, n_val, validation_only)
     if not is_complete(out_dir, wanted):
-        generate(out_dir, profile, seed, confounding, image_size, n_train, n_val)
+        generate(out_dir, profile, seed, confounding, image_size, n_train, n_val, validation_only)
         return True
     return False
 
@@ -125,7 +138,7 @@ def is_complete(out_dir, settings: dict) -> bool:
     try:
         marker = json.loads((out / COMPLETE_MARKER).read_text(encoding="utf-8"))
         return marker.get("generator") == settings and all(
-            _identity(out / name) == marker["files"][name] for name in FILE_NAMES.values())
+            _identity(out / name) == marker["files"][name] for name in file_names(settings).values())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
