@@ -12,19 +12,30 @@ import pandas as pd
 import torch
 from scipy.stats import binomtest, mannwhitneyu
 
-# General English words, encoded by the frozen text tower, as landmarks of everyday meaning: colours,
-# materials, garments, and the plain nouns, moods and positions that fashion entity words collide
-# with ("diesel" -> fuel, "goose" -> bird, "top" -> position, "relaxed" -> mood; METHOD.md section 1).
-GENERAL_WORDS = (
-    "red", "blue", "green", "black", "white", "yellow", "pink", "grey", "brown", "orange", "purple",
-    "gold", "silver", "fruit", "flower", "cotton", "wool", "silk", "leather", "fabric", "metal", "wood",
-    "stone", "glass", "plastic", "shirt", "dress", "shoe", "hat", "coat", "trousers", "jacket", "bag",
-    "fuel", "engine", "car", "truck", "boat", "road", "bird", "animal", "dog", "fish", "tree", "forest",
-    "river", "mountain", "ice", "snow", "storm", "weather", "fire", "city", "house", "kitchen", "food",
-    "weapon", "tool", "map", "sky", "sea", "beach", "summer", "winter", "position", "mood", "calm",
-    "happy", "tired", "straight line", "rule", "normal", "thin", "large", "small", "money", "music",
-    "sport", "computer", "person", "child",
-)
+# General English words, encoded by the frozen text tower, as landmarks of everyday meaning, grouped by
+# meaning: the colours, materials and garments the general corpus grounds in pixels, and the plain nouns,
+# moods and positions that fashion entity words collide with ("diesel" -> fuel, "goose" -> bird, "top" ->
+# position, "relaxed" -> mood; METHOD.md section 1). A word the general corpus (eiclip_core.general.corpus)
+# draws sits in the corpus's group (tests/test_analysis.py checks); the others by their ordinary sense.
+GENERAL_WORD_GROUPS = {
+    "colour words": ("red", "blue", "green", "black", "white", "yellow", "pink", "grey", "brown", "orange",
+                     "purple", "gold", "silver"),
+    "material words": ("cotton", "wool", "silk", "leather", "fabric", "metal", "wood", "stone", "glass", "plastic"),
+    "garment words": ("shirt", "dress", "shoe", "hat", "coat", "trousers", "jacket", "bag"),
+    "object words": ("fruit", "flower", "fuel", "engine", "car", "truck", "boat", "road", "bird", "animal", "dog",
+                     "fish", "tree", "forest", "river", "mountain", "ice", "snow", "storm", "weather", "fire",
+                     "city", "house", "kitchen", "food", "weapon", "tool", "map", "sky", "sea", "beach", "money",
+                     "music", "sport", "computer", "person", "child"),
+    "position, mood and other words": ("summer", "winter", "position", "mood", "calm", "happy", "tired",
+                                       "straight line", "rule", "normal", "thin", "large", "small"),
+}
+GENERAL_WORDS = tuple(word for words in GENERAL_WORD_GROUPS.values() for word in words)
+WORD_GROUP = {word: group for group, words in GENERAL_WORD_GROUPS.items() for word in words}
+# the general-word group each kind of the generator's ordinary-word values collides with (collision_kinds)
+COLLIDES_WITH = {"colour-word brands": "colour words", "material-word brands": "material words",
+                 "garment-word brands": "garment words", "plain-noun brands": "object words",
+                 "category words": "object words", "subcategory words": "object words",
+                 "fit words": "position, mood and other words"}
 GROUPS = (("prone", True), ("not prone", False))  # confounding-prone values against the others
 
 
@@ -77,11 +88,71 @@ def angles_degrees(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ measures
 
 
+def _nearest(vectors: np.ndarray, word_emb: np.ndarray, k: int) -> tuple:
+    """(cosines (N, W), indices (N, k) of the k words of highest cosine, nearest first) of each row."""
+    sims = unit_rows(np.atleast_2d(vectors)) @ unit_rows(word_emb).T
+    return sims, np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
 def nearest_words(vectors: np.ndarray, word_emb: np.ndarray, words, k: int = 3) -> list:
     """For each row of `vectors`, the k general words of highest cosine: [[(word, cos), ...], ...]."""
-    sims = unit_rows(vectors) @ unit_rows(word_emb).T  # (N, W)
-    top = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    sims, top = _nearest(vectors, word_emb, k)
     return [[(words[j], float(sims[i, j])) for j in row] for i, row in enumerate(top)]
+
+
+def nearest_groups(vectors: np.ndarray, word_emb: np.ndarray, word_groups, k: int = 5) -> list:
+    """For each row of `vectors`, the group most of its k nearest general words (cosine, in the encoder's
+    space, not a 2-D map) belong to; `word_groups[j]` is the group of word j. A tie goes to the tied group
+    with the nearer word, so k = 1 is the group of the nearest word."""
+    out = []
+    for row in _nearest(vectors, word_emb, k)[1]:
+        groups = [word_groups[j] for j in row]
+        most = max(groups.count(g) for g in groups)
+        out.append(next(g for g in groups if groups.count(g) == most))
+    return out
+
+
+def collision_kinds() -> dict:
+    """{kind: (entity type, normalised values)}: the generator's ordinary-word values (eiclip_core.synth.world)
+    by what their everyday meaning collides with; the kinds of COLLIDES_WITH."""
+    from eiclip_core.synth import world
+    from eiclip_core.text import normalise_value
+
+    lists = {**{f"{kind} brands": ("brand", words) for kind, words in world.BRAND_ORDINARY_KINDS.items()},
+             "category words": ("category", [c.ordinary for c in world.CATALOGUE]),
+             "subcategory words": ("subcategory", [s.ordinary for s in world.SUBCATEGORIES]),
+             "fit words": ("fit", world.FIT_ORDINARY)}
+    return {kind: (t, {normalise_value(w) for w in words}) for kind, (t, words) in lists.items()}
+
+
+def collision_values(values: dict, types) -> dict:
+    """{kind: [index, ...]}: the values of each of `types` that are of a collision kind (collision_kinds),
+    kinds with none left out; never "other" (the last value)."""
+    found = {kind: [i for i, v in enumerate(values[t][:-1]) if v in words]
+             for kind, (t, words) in collision_kinds().items() if t in types}
+    return {kind: idx for kind, idx in found.items() if idx}
+
+
+def collision_picks(values: dict, counts: dict, types) -> list:
+    """(kind, type, index) of the most frequent value of each collision kind present (collision_values),
+    the values notebook 05 names in its dictionary map."""
+    kinds = collision_kinds()
+    return [(kind, kinds[kind][0], min(idx, key=lambda i: (-int(counts[kinds[kind][0]][i]), i)))
+            for kind, idx in collision_values(values, types).items()]
+
+
+def collision_table(d: dict, e: dict, values: dict, word_emb: np.ndarray, words, k: int = 5) -> pd.DataFrame:
+    """Per collision kind present: how many of its values have the group it collides with (COLLIDES_WITH)
+    as their nearest general-word group (nearest_groups, WORD_GROUP) in D_t (before) and E_t (after)."""
+    groups, kinds, rows = [WORD_GROUP[w] for w in words], collision_kinds(), []
+    for kind, idx in collision_values(values, list(d)).items():
+        t, target = kinds[kind][0], COLLIDES_WITH[kind]
+        before, after = (nearest_groups(x[t][idx], word_emb, groups, k) for x in (d, e))
+        rows.append({"kind": kind, "collides with": target, "values": len(idx), "k": k,
+                     "group words": groups.count(target), "words": len(words),
+                     "nearest before": before.count(target), "nearest after": after.count(target)})
+    columns = ["kind", "collides with", "values", "k", "group words", "words", "nearest before", "nearest after"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def highlight_values(values: dict, prone: dict, counts: dict, types, n: int = 6) -> list:
@@ -97,16 +168,22 @@ def highlight_values(values: dict, prone: dict, counts: dict, types, n: int = 6)
     return interleaved[:n]
 
 
-def neighbour_table(d: dict, e: dict, values: dict, chosen: list, words, word_emb, k: int = 3) -> pd.DataFrame:
-    """Nearest general words of chosen (type, index) values in D_t (before) and E_t (after)."""
-    rows = []
-    for t, i in chosen:
+def neighbour_table(d: dict, e: dict, values: dict, chosen: list, words, word_emb, k: int = 3,
+                    k_group: int = 5) -> pd.DataFrame:
+    """Nearest general words of chosen (kind, type, index) values in D_t (before) and E_t (after), with the
+    group the kind collides with ("" for kind "") and the value's nearest general-word group (nearest_groups
+    over the k_group nearest words) before and after."""
+    rows, groups = [], [WORD_GROUP[w] for w in words]
+    for kind, t, i in chosen:
         before = nearest_words(d[t][i:i + 1], word_emb, words, k)[0]
         after = nearest_words(e[t][i:i + 1], word_emb, words, k)[0]
-        rows.append({"type": t, "value": values[t][i],
+        rows.append({"kind": kind, "type": t, "value": values[t][i],
                      "before (D_t)": ", ".join(w for w, _ in before), "cos before": before[0][1],
                      "after (E_t)": ", ".join(w for w, _ in after), "cos after": after[0][1],
-                     "moved (degrees)": float(angles_degrees(d[t][i], e[t][i])[0])})
+                     "moved (degrees)": float(angles_degrees(d[t][i], e[t][i])[0]),
+                     "collides with": COLLIDES_WITH.get(kind, ""),
+                     "group before": nearest_groups(d[t][i], word_emb, groups, k_group)[0],
+                     "group after": nearest_groups(e[t][i], word_emb, groups, k_group)[0]})
     return pd.DataFrame(rows)
 
 

@@ -27,21 +27,36 @@ def _frozen_check(runs: AnalysedRuns, d: dict) -> float:
         t, values[t], model.cfg.prompt), runs.device), axis=1)) for t in model.types]))
 
 
+def _labelled_values(runs: AnalysedRuns, n_values: int) -> list:
+    """(kind, type, index) of the values the dictionary map names: the most frequent value of each collision
+    kind present (analysis.collision_picks); without any (a catalog of other names), the n_values most
+    frequent prone values (analysis.highlight_values), of kind ""."""
+    model, art = runs.models[SECOND], runs.artifact
+    picks = analysis.collision_picks(art.values, art.counts, model.types)
+    prone = {t: art.prone[t] for t in model.types}
+    return picks or [("", t, i) for t, i in analysis.highlight_values(art.values, prone, art.counts, model.types,
+                                                                      n_values)]
+
+
 def section_dictionaries(runs: AnalysedRuns, reports_dir, seed: int = 0, n_values: int = 6) -> dict:
-    """UMAP of D_t next to E_t among general English words; neighbours of prone values before/after."""
+    """UMAP of D_t next to E_t among general English words grouped by meaning; the labelled values (one per
+    collision kind) with their nearest words and general-word group before/after; per collision kind, how
+    many values sit nearest the group they collide with."""
     model, art = runs.models[SECOND], runs.artifact
     d, e = analysis.dictionaries(model)
     words = list(analysis.GENERAL_WORDS)
     word_emb = analysis.encode_texts(runs.frozen, runs.tokenizer, words, runs.device)
     prone = {t: art.prone[t] for t in model.types}
-    chosen = analysis.highlight_values(art.values, prone, art.counts, model.types, n_values)
+    chosen = _labelled_values(runs, n_values)
     neighbours = analysis.neighbour_table(d, e, art.values, chosen, words, word_emb)
     shift = analysis.dictionary_shift(d, e, prone, word_emb)
+    collisions = analysis.collision_table(d, e, art.values, word_emb, words)
     numbers = readings.dictionary_numbers(shift, neighbours, _frozen_check(runs, d),
-                                          analysis.moved_rank_test(analysis.moved_degrees(d, e, prone)))
-    fig = dictionary_figure(d, e, art.values, prone, chosen, words, word_emb, seed)
+                                          analysis.moved_rank_test(analysis.moved_degrees(d, e, prone)), collisions)
+    fig = dictionary_figure(d, e, art.values, prone, [(t, i) for _, t, i in chosen], words, word_emb,
+                            [analysis.WORD_GROUP[w] for w in words], seed)
     return {"figure": save_figure(fig, reports_dir, "05_dictionaries"), "neighbours": neighbours, "shift": shift,
-            "numbers": numbers, "reading": readings.read_dictionaries(numbers)}
+            "collisions": collisions, "numbers": numbers, "reading": readings.read_dictionaries(numbers)}
 
 
 def section_text_features(runs: AnalysedRuns, reports_dir, seed: int = 0, types=("brand", "category", "fit"),

@@ -53,16 +53,20 @@ def rounded(value, nd: int = 6):
 # ------------------------------------------------------------------ records: measures -> numbers
 
 
-def dictionary_numbers(shift: pd.DataFrame, neighbours: pd.DataFrame, frozen_cosine: float, moved_p) -> dict:
-    """Record of section 1 from analysis.dictionary_shift, analysis.neighbour_table, the frozen-tower check
-    and analysis.moved_rank_test."""
+def dictionary_numbers(shift: pd.DataFrame, neighbours: pd.DataFrame, frozen_cosine: float, moved_p,
+                       collisions: pd.DataFrame) -> dict:
+    """Record of section 1 from analysis.dictionary_shift, analysis.neighbour_table, the frozen-tower check,
+    analysis.moved_rank_test and analysis.collision_table."""
     first_word = [neighbours[c].str.split(", ").str[0] for c in ("before (D_t)", "after (E_t)")]
+    keys = {"kind": "kind", "collides with": "group", "values": "values", "k": "k", "group words": "group_words",
+            "words": "words", "nearest before": "before", "nearest after": "after"}
     return rounded({
         "frozen_cosine": frozen_cosine,
         "groups": {label: {"values": int(r["n"]), "moved_degrees": r["moved (degrees)"],
                            "cos_before": r["nearest word cos before"], "cos_after": r["nearest word cos after"]}
                    for label, r in shift.iterrows()},
-        "moved_p": moved_p, "changed": int((first_word[0] != first_word[1]).sum()), "shown": len(neighbours)})
+        "moved_p": moved_p, "changed": int((first_word[0] != first_word[1]).sum()), "shown": len(neighbours),
+        "collisions": collisions.rename(columns=keys)[list(keys.values())].to_dict("records")})
 
 
 def purity_numbers(purity: pd.DataFrame, first: str, second: str, not_shown=()) -> dict:
@@ -119,7 +123,8 @@ def sweep_numbers(profile: str, table, trend: dict) -> dict:
 
 def read_dictionaries(n: dict) -> str:
     """n: frozen_cosine, groups {"prone" / "not prone": {values, moved_degrees, cos_before, cos_after}},
-    moved_p (rank test of the turns, None without both groups), changed, shown (neighbour table)."""
+    moved_p (rank test of the turns, None without both groups), changed, shown (neighbour table),
+    collisions [{kind, group, values, k, group_words, words, before, after}] (one line each)."""
     lines = [f"check: the frozen text tower reproduces D_t (mean cosine {n['frozen_cosine']:.3f})."]
     groups = n["groups"]
     if "prone" in groups:
@@ -136,6 +141,10 @@ def read_dictionaries(n: dict) -> str:
         lines.append(f"the EALM moved prone values {how} the others ({a:.2f} vs {b:.2f} degrees; rank test "
                      f"p = {n['moved_p']:.2f}).")
     lines.append(f"nearest general word changed for {n['changed']} of the {n['shown']} values in the table.")
+    for c in n["collisions"]:
+        lines.append(f"{c['kind']}: {c['before']} of {c['values']} sit nearest the {c['group']} before, "
+                     f"{c['after']} of {c['values']} after (most of their {c['k']} nearest general words; the "
+                     f"{c['group']} are {c['group_words']} of the {c['words']}).")
     return "\n".join(lines)
 
 

@@ -74,8 +74,11 @@ def test_dictionary_tables_and_rank_test():
     assert chosen == [("brand", 1), ("fit", 1), ("brand", 0)]  # prone only, most frequent of each type in turn
     words = list(analysis.GENERAL_WORDS[:20])
     word_emb = analysis.unit_rows(np.random.default_rng(1).normal(size=(20, 8)))
-    nt = analysis.neighbour_table(d, e, values, chosen, words, word_emb, k=3)
-    assert list(nt["value"]) == ["arrow", "relaxed", "olive"] and nt["before (D_t)"].str.count(",").eq(2).all()
+    nt = analysis.neighbour_table(d, e, values, [("plain-noun brands", *chosen[0]), ("", *chosen[1])], words,
+                                  word_emb, k=3)
+    assert list(nt["value"]) == ["arrow", "relaxed"] and nt["before (D_t)"].str.count(",").eq(2).all()
+    assert list(nt["collides with"]) == ["object words", ""]
+    assert set(nt["group before"]) | set(nt["group after"]) <= set(analysis.GENERAL_WORD_GROUPS)
     shift = analysis.dictionary_shift(d, e, prone, word_emb)
     assert shift.loc["prone", "n"] == 3 and shift.loc["not prone", "n"] == 2  # "other" rows left out
     assert shift["moved (degrees)"].gt(5).all()
@@ -133,3 +136,75 @@ def test_probe_fit_products_are_a_seeded_sample_never_the_first_rows():
     assert len(np.unique(chosen)) == 100 and np.all(np.diff(chosen) > 0) and chosen.max() > 1000
     assert np.array_equal(chosen, fit_products(5000, seed=0, limit=100))
     assert not np.array_equal(chosen, fit_products(5000, seed=1, limit=100))
+
+
+# ------------------------------------------------------------------ general words by meaning, collisions
+
+
+def test_general_words_sit_in_the_group_the_general_corpus_grounds_them_in():
+    from eiclip_core.general import corpus
+
+    groups = analysis.GENERAL_WORD_GROUPS
+    assert sum(len(w) for w in groups.values()) == len(set(analysis.GENERAL_WORDS)) == len(analysis.GENERAL_WORDS)
+    assert set(analysis.COLLIDES_WITH.values()) <= set(groups)
+    grounded = {"colour words": corpus.ALL_COLOURS, "material words": (*corpus.MATERIALS, *corpus.BRAND_MATERIALS),
+                "garment words": (*corpus.GARMENT_WORDS, *corpus.GROUP_WORDS), "object words": corpus.ICON_WORDS}
+    drawn = 0
+    for group, corpus_words in grounded.items():
+        for word in set(corpus_words) & set(analysis.GENERAL_WORDS):
+            assert analysis.WORD_GROUP[word] == group, word
+            drawn += 1
+    assert drawn >= 10  # the colours, the materials and "trousers" at least
+
+
+def test_nearest_groups_is_the_majority_of_the_k_nearest_words_ties_to_the_nearer():
+    words = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.1, 0.9, 0], [0, 0.9, 0.1]], np.float32)
+    groups = ["a", "a", "b", "b", "b"]
+    v = np.array([[0.8, 0.6, 0]])  # cosines: a2 0.86, a1 0.80, b2 0.68, b1 0.60, b3 0.60
+    assert [analysis.nearest_groups(v, words, groups, k)[0] for k in (1, 3, 4, 5)] == ["a", "a", "a", "b"]
+    both = np.array([[0.8, 0.6, 0], [0, 0.2, 1]])  # the second is nearest b3 with any k
+    assert analysis.nearest_groups(both, words, groups, k=2) == ["a", "b"]
+
+
+def _generated_values():
+    """Values of three types, some ordinary words of the generator's lists, "other" last."""
+    return {"brand": ["olive", "arrow", "zorblax", "navy", "denim", "other"], "fit": ["slim", "relaxed", "other"],
+            "category": ["tops", "upperwear", "other"]}
+
+
+def test_collision_kinds_are_the_generators_lists():
+    from eiclip_core.synth import world
+
+    kinds = analysis.collision_kinds()
+    assert set(kinds) == set(analysis.COLLIDES_WITH)
+    brands = sorted(w for t, words in kinds.values() if t == "brand" for w in words)
+    assert brands == sorted(w.lower() for w in world.BRAND_ORDINARY)
+    assert kinds["fit words"] == ("fit", set(world.FIT_ORDINARY)) and "olive" in kinds["colour-word brands"][1]
+    values = _generated_values()
+    assert analysis.collision_values(values, ["brand", "fit", "category"]) == {
+        "colour-word brands": [0, 3], "material-word brands": [4], "plain-noun brands": [1], "category words": [0],
+        "fit words": [1]}
+    assert set(analysis.collision_values(values, ["brand"])) == {"colour-word brands", "material-word brands",
+                                                                 "plain-noun brands"}
+    counts = {"brand": np.array([3, 9, 20, 5, 1, 0]), "fit": np.array([4, 2, 0]), "category": np.array([1, 8, 0])}
+    picks = analysis.collision_picks(values, counts, ["brand", "fit"])
+    assert picks == [("colour-word brands", "brand", 3), ("material-word brands", "brand", 4),
+                     ("plain-noun brands", "brand", 1), ("fit words", "fit", 1)]  # navy: the more frequent colour
+
+
+def test_collision_table_counts_values_nearest_their_group_before_and_after():
+    words = ["red", "blue", "cotton", "wool", "fuel", "bird"]  # colour, colour, material, material, object, object
+    word_emb = np.eye(6, dtype=np.float32)
+    values = _generated_values()
+    near = lambda *rows: analysis.unit_rows(np.array([word_emb[r] + 0.1 for r in rows]))  # noqa: E731
+    # olive: red -> red; arrow: bird -> bird; navy: fuel -> blue; denim: bird -> wool; zorblax, other: anything
+    d = {"brand": near(0, 5, 2, 4, 5, 3)}
+    e = {"brand": near(0, 5, 2, 1, 3, 3)}
+    table = analysis.collision_table(d, e, values, word_emb, words, k=1).set_index("kind")
+    assert list(table.index) == ["colour-word brands", "material-word brands", "plain-noun brands"]
+    assert table.loc["colour-word brands", ["values", "nearest before", "nearest after"]].tolist() == [2, 1, 2]
+    assert table.loc["material-word brands", ["values", "nearest before", "nearest after"]].tolist() == [1, 0, 1]
+    assert table.loc["plain-noun brands", ["collides with", "nearest before", "nearest after"]].tolist() == [
+        "object words", 1, 1]
+    assert (table["group words"] == 2).all() and (table["words"] == 6).all()
+    assert analysis.collision_table(d, e, {"brand": ["zorblax", "other"]}, word_emb, words).empty

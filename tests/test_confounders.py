@@ -115,3 +115,26 @@ def test_probe_with_nothing_to_swap_draws_no_figure_and_says_why(tmp_path, brand
     assert pr["reading"] == readings.read_probe(pr["numbers"])
     path = readings.write_readings(tmp_path, {"probe": pr})
     assert json.loads(path.read_text())["probe"]["numbers"]["rows"] == []
+
+
+# ------------------------------------------------------------- which dictionary values the map names
+
+
+def _dictionary_runs(values: dict, counts: dict, prone: dict):
+    """Just what section_dictionaries reads to choose the values it names: the model's types, the artifact."""
+    return SimpleNamespace(models={"EI-CLIP": SimpleNamespace(types=list(values))},
+                           artifact=SimpleNamespace(values=values, counts=counts,
+                                                    prone={t: np.asarray(p, bool) for t, p in prone.items()}))
+
+
+def test_dictionary_map_names_one_value_per_collision_kind_else_frequent_prone_ones():
+    values = {"brand": ["zorblax", "arrow", "navy", "olive", "other"], "fit": ["slim", "relaxed", "other"]}
+    counts = {"brand": np.array([50, 9, 3, 7, 0]), "fit": np.array([8, 2, 0])}
+    prone = {"brand": [1, 1, 1, 1, 0], "fit": [1, 0, 0]}
+    named = confounders._labelled_values(_dictionary_runs(values, counts, prone), n_values=6)
+    # olive (7) over navy (3); zorblax and slim are the most frequent values but collide with nothing
+    assert named == [("colour-word brands", "brand", 3), ("plain-noun brands", "brand", 1), ("fit words", "fit", 1)]
+    plain = {"brand": ["zorblax", "vaiza", "other"], "fit": ["slim", "other"]}
+    counts = {"brand": np.array([2, 5, 0]), "fit": np.array([3, 0])}
+    named = confounders._labelled_values(_dictionary_runs(plain, counts, {"brand": [1, 1, 0], "fit": [1, 0]}), 6)
+    assert named == [("", "brand", 1), ("", "fit", 0), ("", "brand", 0)]  # no collision: most frequent prone

@@ -8,7 +8,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from eiclip_core import figures  # noqa: E402
-from eiclip_core.analysis import GENERAL_WORDS, unit_rows  # noqa: E402
+from eiclip_core.analysis import GENERAL_WORDS, WORD_GROUP, unit_rows  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -74,12 +74,18 @@ def test_dictionary_figure_has_its_labels(tmp_path, assert_whole_png):
     prone = {"brand": np.array([True, True, False, False]), "fit": np.array([False, True, False])}
     words = list(GENERAL_WORDS[:20])
     word_emb = unit_rows(rng.normal(size=(20, 8)))
-    fig = figures.dictionary_figure(d, e, values, prone, [("brand", 1), ("fit", 1), ("brand", 0)], words, word_emb)
+    groups = [WORD_GROUP[w] for w in words]
+    fig = figures.dictionary_figure(d, e, values, prone, [("brand", 1), ("fit", 1), ("brand", 0)], words, word_emb,
+                                    groups)
     ax1, ax2 = fig.axes[:2]
     assert "D_t" in ax1.get_title() and "E_t" in ax2.get_title()
     legend = [t.get_text() for t in ax2.get_legend().get_texts()]
-    assert {"brand", "fit", "confounding-prone", "general English words"} <= set(legend)
+    assert {"brand", "fit", "confounding-prone"} <= set(legend) and not set(groups) & set(legend)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(dict.fromkeys(groups))
     assert sum(t.get_text() == "olive" for t in ax1.texts) == 1
+    assert {t.get_text() for t in ax2.texts} >= set(words)  # every general word named
+    fills = {c.get_label(): tuple(c.get_facecolor()[0]) for c in ax1.collections if c.get_label() in groups}
+    assert len(set(fills.values())) == len(set(groups))  # one colour per group
     assert_whole_png(figures.save_figure(fig, tmp_path, "dictionaries"))
 
 

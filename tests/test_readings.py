@@ -37,6 +37,13 @@ def neighbour_table(before=("fuel, car", "bird, sky"), after=("fuel, road", "sky
     return pd.DataFrame({"before (D_t)": before, "after (E_t)": after})
 
 
+def collision_table(rows=(("colour-word brands", "colour words", 6, 13, 5, 4),
+                          ("fit words", "position words", 4, 13, 4, 4))):
+    """analysis.collision_table: (kind, collides with, values, group words, nearest before, nearest after)."""
+    columns = ["kind", "collides with", "values", "k", "group words", "words", "nearest before", "nearest after"]
+    return pd.DataFrame([(kind, group, n, 5, g, 81, b, a) for kind, group, n, g, b, a in rows], columns=columns)
+
+
 def probe_summary(shifts: dict) -> pd.DataFrame:
     """run_probe's summary for one type: shift (points) per model."""
     return pd.DataFrame([{"type": "brand", "model": m, "queries": 50, "chance %": 10.0, "top-10 before %": 5.0,
@@ -84,20 +91,28 @@ def test_rounded_records_are_plain_json():
 
 
 def test_dictionary_reading_needs_the_rank_test_and_the_tolerance():
-    unsure = readings.read_dictionaries(readings.dictionary_numbers(shift_table(), neighbour_table(), 0.9996, 0.41))
+    unsure = readings.read_dictionaries(readings.dictionary_numbers(shift_table(), neighbour_table(), 0.9996, 0.41,
+                                                                    collision_table()))
     assert "mean cosine 1.000" in unsure
     assert "E_t turned 0.19 degrees away from D_t" in unsure and "(as close to everyday meaning" in unsure
     assert "moved prone values about as much as the others (0.19 vs 0.17 degrees; rank test p = 0.41)" in unsure
     assert "changed for 1 of the 2 values" in unsure  # "bird" -> "sky"; "fuel" stays first
+    assert unsure.split("\n")[-2:] == [
+        "colour-word brands: 5 of 6 sit nearest the colour words before, 4 of 6 after (most of their 5 nearest "
+        "general words; the colour words are 13 of the 81).",
+        "fit words: 4 of 4 sit nearest the position words before, 4 of 4 after (most of their 5 nearest general "
+        "words; the position words are 13 of the 81)."]
     sure = readings.read_dictionaries(readings.dictionary_numbers(
-        shift_table(prone=(3.2, 0.6, 0.54)), neighbour_table(), 1.0, 0.001))
+        shift_table(prone=(3.2, 0.6, 0.54)), neighbour_table(), 1.0, 0.001, collision_table()))
     assert "moved prone values more than the others (3.20 vs 0.17" in sure and "(further from everyday" in sure
     closer = readings.read_dictionaries(readings.dictionary_numbers(
-        shift_table(prone=(0.1, 0.5, 0.52)), neighbour_table(), 1.0, 0.001))
+        shift_table(prone=(0.1, 0.5, 0.52)), neighbour_table(), 1.0, 0.001, collision_table()))
     assert "(closer to everyday" in closer and "less than the others" in closer
-    prone_only = readings.dictionary_numbers(shift_table().iloc[:1], neighbour_table(), 1.0, None)
+    prone_only = readings.dictionary_numbers(shift_table().iloc[:1], neighbour_table(), 1.0, None,
+                                             collision_table(()))
     alone = readings.read_dictionaries(prone_only)
     assert "prone values: E_t turned" in alone and "the others" not in alone
+    assert prone_only["collisions"] == [] and "sit nearest" not in alone  # no collision kind in the data
 
 
 def test_purity_reading_within_tolerance_and_missing():
@@ -224,6 +239,9 @@ def _check_dictionaries(n):
     for g in n["groups"].values():
         assert g["values"] >= 1 and 0 <= g["moved_degrees"] <= 180 and -1 <= g["cos_before"] <= 1
     assert (n["moved_p"] is None) == (len(n["groups"]) < 2)
+    for c in n["collisions"]:
+        assert 0 <= c["before"] <= c["values"] and 0 <= c["after"] <= c["values"]
+        assert 1 <= c["group_words"] <= c["words"]
 
 
 def _check_text_features(n):
@@ -299,7 +317,7 @@ def fabricated_sections() -> dict:
                              index=["brand", "fit"])
     gates = pd.DataFrame({"mean": [0.525, 0.493], "std": [0.01, 0.02]}, index=["fit", "brand"])
     numbers = {
-        "dictionaries": readings.dictionary_numbers(shift_table(), neighbour_table(), 1.0, 0.41),
+        "dictionaries": readings.dictionary_numbers(shift_table(), neighbour_table(), 1.0, 0.41, collision_table()),
         "text_features": readings.purity_numbers(pd.DataFrame({FIRST: [0.102], SECOND: [0.1021]}, index=["brand"]),
                                                  FIRST, SECOND),
         "gates": readings.gate_numbers(gates, pd.DataFrame([[0.5, 0.51], [0.52, 0.49]], columns=["fit", "brand"])),

@@ -34,46 +34,65 @@ def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, metric: str = "
         return reducer.fit_transform(x).astype(np.float32)
 
 
+# general-word groups (analysis.GENERAL_WORD_GROUPS, in order): light colours and shapes of their own, so
+# they read apart from the entity types' saturated circles and crosses; the group's words in a darker tone
+WORD_GROUP_STYLES = (("#f2a7d3", "o", "#b0307a"), ("#e5c494", "s", "#8a6a2a"), ("#b7c3e6", "^", "#3f5296"),
+                     ("#9fd8c4", "D", "#23745a"), ("#cfcfcf", "v", "#666666"))
+
+
+def _draw_words(ax, wxy: np.ndarray, words, word_groups) -> None:
+    """The general words of one panel, every word named, coloured and shaped by group."""
+    for j, group in enumerate(dict.fromkeys(word_groups)):
+        fill, marker, ink = WORD_GROUP_STYLES[j % len(WORD_GROUP_STYLES)]
+        sel = np.asarray([g == group for g in word_groups])
+        ax.scatter(wxy[sel, 0], wxy[sel, 1], s=22, c=fill, marker=marker, label=group, zorder=1)
+        for w in np.flatnonzero(sel):
+            ax.annotate(words[w], wxy[w], fontsize=6.5, color=ink, xytext=(2, -7), textcoords="offset points")
+
+
+def _draw_values(ax, pts: np.ndarray, t: str, values: list, prone, chosen: list) -> None:
+    """One type's dictionary in one panel: circles, prone values as crosses, the chosen values named."""
+    flags = np.asarray(prone, bool)
+    colour = TYPE_COLOURS.get(t, "black")
+    ax.scatter(pts[~flags, 0], pts[~flags, 1], s=18, c=colour, alpha=0.8, label=t, zorder=2)
+    ax.scatter(pts[flags, 0], pts[flags, 1], s=40, c=colour, marker="X", edgecolors="black", linewidths=0.6, zorder=2)
+    for ct, ci in chosen:
+        if ct == t:
+            ax.annotate(values[ci], pts[ci], fontsize=9, weight="bold", xytext=(4, 4), textcoords="offset points",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": colour, "alpha": 0.85}, zorder=3)
+
+
 def dictionary_figure(d: dict, e: dict, values: dict, prone: dict, chosen: list, words, word_emb,
-                      seed: int = 0):
-    """UMAP of D_t (left) and E_t (right) in one shared 2-D map, with the general words in grey.
+                      word_groups, seed: int = 0):
+    """UMAP of D_t (left) and E_t (right) in one shared 2-D map, among general words coloured by group.
 
     One UMAP of the union keeps the panels comparable: a value's move from left to right is the EALM's
     rectification. Points are coloured by type; confounding-prone values are drawn as crosses and the
-    chosen values are labelled in both panels."""
+    chosen (type, index) values are named in both panels. `word_groups[j]` is the group of words[j]."""
     types = list(d)
     sizes = [len(d[t]) for t in types]
     xy = umap_2d(np.concatenate([np.concatenate([d[t] for t in types]), np.concatenate([e[t] for t in types]),
                                  unit_rows(word_emb)]), seed=seed)
     n = sum(sizes)
-    parts = {"D": xy[:n], "E": xy[n:2 * n]}
-    wxy = xy[2 * n:]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 6), sharex=True, sharey=True)
-    for ax, (key, title) in zip(axes, (("D", "D_t: entity values, frozen text tower (before)"),
-                                       ("E", "E_t: rectified by the EALM (after)"))):
-        ax.scatter(wxy[:, 0], wxy[:, 1], s=10, c="lightgrey", label="general English words")
-        for j in range(0, len(words), 4):  # a quarter of the words named: enough to read the map
-            ax.annotate(words[j], wxy[j], fontsize=7, color="grey")
-        start = 0
-        for t, size in zip(types, sizes):
-            pts = parts[key][start:start + size]
-            flags = np.asarray(prone[t], bool)
-            colour = TYPE_COLOURS.get(t, "black")
-            ax.scatter(pts[~flags, 0], pts[~flags, 1], s=18, c=colour, alpha=0.8, label=t)
-            ax.scatter(pts[flags, 0], pts[flags, 1], s=40, c=colour, marker="X", edgecolors="black",
-                       linewidths=0.6)
-            for ct, ci in chosen:
-                if ct == t:
-                    ax.annotate(values[t][ci], pts[ci], fontsize=9, weight="bold", xytext=(4, 4),
-                                textcoords="offset points")
-            start += size
+    starts = np.cumsum([0] + sizes)
+    fig, axes = plt.subplots(1, 2, figsize=(16, 8), sharex=True, sharey=True)
+    for ax, part, title in zip(axes, (xy[:n], xy[n:2 * n]), ("D_t: entity values, frozen text tower (before)",
+                                                             "E_t: rectified by the EALM (after)")):
+        _draw_words(ax, xy[2 * n:], words, word_groups)
+        for t, start, size in zip(types, starts, sizes):
+            _draw_values(ax, part[start:start + size], t, values[t], prone[t], chosen)
         ax.scatter([], [], s=40, c="white", marker="X", edgecolors="black", label="confounding-prone")
         ax.set_title(title)
         ax.set_xlabel("UMAP 1")
     axes[0].set_ylabel("UMAP 2")
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, title="entity type")
-    fig.suptitle("Entity dictionaries before and after the EALM, among general English words")
-    fig.tight_layout()
+    handles, labels = axes[1].get_legend_handles_labels()
+    n_groups = len(dict.fromkeys(word_groups))
+    axes[1].legend(handles[n_groups:], labels[n_groups:], loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9,
+                   title="entity type")
+    fig.legend(handles[:n_groups], labels[:n_groups], loc="lower center", ncol=n_groups, fontsize=9,
+               title="general English words, by meaning", markerscale=1.5)
+    fig.suptitle("Entity dictionaries before and after the EALM, among general English words grouped by meaning")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 

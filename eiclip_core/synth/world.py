@@ -27,18 +27,18 @@ MATERIALS = ("cotton", "wool", "linen", "silk", "polyester", "leather", "viscose
 SEASONS = tuple(f"{half}{year}" for year in range(2014, 2019) for half in ("SS", "FW"))
 
 # ordinary English words used as brand names at high confounding, by what they collide with
-BRAND_ORDINARY = (
-    # colours (collide with the visible fill colour)
-    "Olive", "Navy", "Ivory", "Coral", "Ruby", "Amber", "Jade", "Plum", "Cherry", "Charcoal", "Sand",
-    "Mustard", "Rust", "Lilac", "Teal", "Lemon", "Cobalt", "Crimson",
-    # materials (collide with the visible texture)
-    "Denim", "Velvet", "Suede", "Tweed", "Satin", "Corduroy", "Mohair", "Flannel",
-    # garments (collide with the visible silhouette)
-    "Hoodie", "Poncho", "Tuxedo", "Bikini", "Sandal", "Mitten", "Beret", "Cardigan",
-    # plain nouns with a strong non-fashion meaning (the paper's "Diesel", "Canada Goose")
-    "Arrow", "Goose", "Diesel", "Anchor", "Falcon", "Pilot", "Canyon", "Glacier", "Harbour", "Maple",
-    "Pebble", "Thunder", "Ember", "Compass",
-)
+# (notebook 05 reads the kinds from here; BRAND_ORDINARY keeps their order, which the draws depend on)
+BRAND_ORDINARY_KINDS = {
+    "colour-word": (  # collide with the visible fill colour
+        "Olive", "Navy", "Ivory", "Coral", "Ruby", "Amber", "Jade", "Plum", "Cherry", "Charcoal", "Sand",
+        "Mustard", "Rust", "Lilac", "Teal", "Lemon", "Cobalt", "Crimson"),
+    "material-word": ("Denim", "Velvet", "Suede", "Tweed", "Satin", "Corduroy", "Mohair", "Flannel"),  # texture
+    "garment-word": ("Hoodie", "Poncho", "Tuxedo", "Bikini", "Sandal", "Mitten", "Beret", "Cardigan"),  # silhouette
+    "plain-noun": (  # a strong non-fashion meaning (the paper's "Diesel", "Canada Goose")
+        "Arrow", "Goose", "Diesel", "Anchor", "Falcon", "Pilot", "Canyon", "Glacier", "Harbour", "Maple",
+        "Pebble", "Thunder", "Ember", "Compass"),
+}
+BRAND_ORDINARY = tuple(word for words in BRAND_ORDINARY_KINDS.values() for word in words)
 # inks of brand marks (RGB): dark enough to stand out on any fill and on the white background
 BRAND_INKS = np.array([(20, 20, 20), (200, 20, 20), (20, 60, 200), (10, 130, 60), (140, 20, 160), (200, 120, 0)])
 
