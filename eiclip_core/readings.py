@@ -246,7 +246,7 @@ def _prone_line(rows: list) -> str:
         return "no entity type has both prone and other values here"
     more = [t for t, g in both.items() if round(g["prone"], 2) > round(g["not prone"], 2)]
     shown = ", ".join(f"{t} {g['prone']:+.2f} vs {g['not prone']:+.2f}" for t, g in both.items())
-    return (f"gain on prone values above the rest (as printed, not tested) for {len(more)} of {len(both)} types "
+    return (f"gain on prone values above the rest (as printed; no test) for {len(more)} of {len(both)} types "
             f"({shown})")
 
 
@@ -293,7 +293,7 @@ def read_sweep(n: dict) -> str:
         h0 = n["harm"][0]
         harm = ", ".join(f"{h['row']} {_spread(h['harm'], h['std'], sign='+')}" for h in n["harm"])
         lines.append(f"confounding harm (knob {h0['high']:g} - knob {h0['low']:g}, points): {harm}.")
-    if n["pairs"] >= MIN_PAIRS:
+    if n["pairs"] >= MIN_PAIRS and len(n["gains"]) > 1:
         lines.append(_sweep_verdict(n["gains"]))
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from eiclip_core.results import row_label
 
-FIRST, SECOND = "clip-ft", "ei-clip"  # the baseline, then the method
+ZERO_SHOT, FIRST, SECOND = "zero-shot", "clip-ft", "ei-clip"  # no training, the baseline, the method
 MIN_PAIRS = 3  # fewer pairs: no paired test ("not tested")
 PAIR = ["data seed", "seed"]  # what makes two runs a pair: the same draw of data, the same training seed
 
@@ -42,9 +42,14 @@ def _pairs(table: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
     return table.assign(seed=table["seed"].fillna(-1)).set_index(PAIR)[value]
 
 
+def _row_order(recalls: pd.DataFrame) -> list:
+    """The rows present, zero-shot, CLIP-FT, EI-CLIP first, then any other in order of appearance."""
+    return [r for r in dict.fromkeys([ZERO_SHOT, FIRST, SECOND, *recalls["row"]]) if r in set(recalls["row"])]
+
+
 def recall_table(recalls: pd.DataFrame) -> pd.DataFrame:
-    """Per knob and row (zero-shot, CLIP-FT, EI-CLIP order kept): mean recall, std over runs, n runs."""
-    order = list(dict.fromkeys(recalls["row"]))
+    """Per knob and row (in _row_order): mean recall, std over runs, n runs."""
+    order = _row_order(recalls)
     table = (recalls.groupby(["confounding", "row"])["mean"].agg(["mean", "std", "count"]).reset_index()
              .rename(columns={"mean": "mean R", "count": "n"}))
     table = table.sort_values(["confounding", "row"], key=lambda s: s.map(order.index) if s.name == "row" else s,
@@ -56,7 +61,7 @@ def harm_table(recalls: pd.DataFrame) -> pd.DataFrame:
     """Per row: mean recall at the highest knob minus the lowest, paired over (data seed, training seed)."""
     low, high = recalls["confounding"].min(), recalls["confounding"].max()
     rows = []
-    for row in dict.fromkeys(recalls["row"]):
+    for row in _row_order(recalls):
         runs = recalls[recalls["row"] == row]
         both = pd.concat([_pairs(runs[runs["confounding"] == low]), _pairs(runs[runs["confounding"] == high])],
                          axis=1, join="inner")
