@@ -73,7 +73,7 @@ def _no_training(*args, **kwargs):
     raise AssertionError("the sweep trained a run again")
 
 
-@pytest.mark.slow  # about 2 min on 2 idle cores (real 1-step runs and their evaluation, some twice)
+@pytest.mark.slow  # about 70 s on 2 busy cores (ten real 1-step runs, two of them twice, and their evaluation)
 def test_runs_are_distinct_reused_and_only_a_missing_one_is_retrained(tmp_path, monkeypatch):
     import eiclip_core.train
 
