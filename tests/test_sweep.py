@@ -25,8 +25,13 @@ def runs_table(gains, knob=1.0, base=20.0) -> pd.DataFrame:
     return pd.DataFrame(zero + rows)
 
 
-def test_science_profile_has_every_point_once():
+def test_science_profile_has_every_point_once_and_its_own_reports():
+    from pathlib import Path
+
+    from eiclip_core.pipeline import default_dirs
+
     profile = get_profile("science")
+    assert default_dirs(profile) == (Path("data/science"), Path("reports/science"))
     points = sweep.sweep_points(profile)
     assert len(points) == len(set(points)) == 3 * 2 * (1 + 2 * 3)
     assert {p.seed for p in points if p.row == "zero-shot"} == {None}
@@ -73,7 +78,7 @@ def _no_training(*args, **kwargs):
     raise AssertionError("the sweep trained a run again")
 
 
-@pytest.mark.slow  # about 70 s on 2 busy cores (ten real 1-step runs, two of them twice, and their evaluation)
+@pytest.mark.slow  # about 70 s on 2 busy cores (eight real 1-step runs, two of them trained twice, and their evaluation)
 def test_runs_are_distinct_reused_and_only_a_missing_one_is_retrained(tmp_path, monkeypatch):
     import eiclip_core.train
 
