@@ -167,14 +167,19 @@ def section_examples(runs: AnalysedRuns, reports_dir, n: int = 2, k: int = 5, se
     return {"figure": path, "counts": counts, "numbers": numbers, "reading": readings.read_examples(numbers)}
 
 
-def section_sweep(profile, data_dir, reports_dir, seed: int = 0, device="cpu") -> dict:
-    """EI-CLIP's gain over CLIP-FT against the generator's confounding knob (eiclip_core.sweep)."""
-    from eiclip_core import sweep
+def section_sweep(profile, data_dir, reports_dir, device="cpu") -> dict:
+    """Zero-shot, CLIP-FT and EI-CLIP against the generator's confounding knob (eiclip_core.sweep), over
+    the profile's data seeds and training seeds, with the spread, the harm, EI-CLIP's paired gain and
+    its gain on queries with confounding-prone values (eiclip_core.sweep_summary)."""
+    from eiclip_core import sweep, sweep_summary
 
     if profile.real_data or not profile.confounding_sweep:
-        numbers = readings.sweep_numbers(profile.name, None, {})
+        numbers = readings.sweep_numbers(profile.name, None)
         return {"figure": None, "table": None, "numbers": numbers, "reading": readings.read_sweep(numbers)}
-    table = sweep.run_sweep(profile, data_dir, seed, device)
-    numbers = readings.sweep_numbers(profile.name, table, sweep.trend(table))
-    return {"figure": save_figure(sweep_figure(table), reports_dir, "05_sweep"), "table": table,
-            "numbers": numbers, "reading": readings.read_sweep(numbers)}
+    runs = sweep.run_sweep(profile, data_dir, device)
+    summary = {"recall": sweep_summary.recall_table(runs.recalls), "harm": sweep_summary.harm_table(runs.recalls),
+               "gain": sweep_summary.gain_table(runs.recalls), "prone": sweep_summary.prone_gain_table(runs.breakdown)}
+    numbers = readings.sweep_numbers(profile.name, summary)
+    figure = save_figure(sweep_figure(summary["recall"], summary["gain"]), reports_dir, "05_sweep")
+    return {"figure": figure, "table": summary["recall"], **summary, "runs": runs, "numbers": numbers,
+            "reading": readings.read_sweep(numbers)}

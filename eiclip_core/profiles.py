@@ -38,10 +38,12 @@ class Profile:
     harm_data_seeds: tuple = ()  # () = not measured (real data has no knob)
     swap_queries: int = 200  # products whose brand is swapped per colour word
     # notebook 05: EI-CLIP's gain over CLIP-FT as a function of the generator's confounding knob,
-    # from small runs (one seed, smaller data) at each knob value
+    # from runs at each knob value x data seed x training seed (eiclip_core.sweep)
     confounding_sweep: tuple = ()  # knob values; () = no sweep (real data has no knob)
     sweep_products: tuple = (1000, 300)  # generated (train, validation) products per knob value
     sweep_epochs: int = 2
+    sweep_data_seeds: tuple = (0,)  # draws of the data at each knob value (the same draw at every knob)
+    sweep_seeds: tuple = (0,)  # training seeds of each row on each draw
 
 
 PROFILES = {
@@ -56,6 +58,16 @@ PROFILES = {
         rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=2, batch_size=64,
         lr=1e-4, warmup_steps=10, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
         sweep_products=(800, 300), sweep_epochs=2, harm_data_seeds=(0, 1, 2),
+    ),
+    # issue 14's question at a size that can answer it: does EI-CLIP beat CLIP-FT where the confounder
+    # is (knob 1) and not where it is not (knob 0, the control)? 2 data seeds x 3 training seeds per knob,
+    # quick-sized runs; `quick`'s sweep is its small, one-seed version. Main table: quick's runs at 0.8.
+    "science": Profile(
+        name="science", n_train_products=3000, n_val_products=600, image_size=64,
+        rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=2, batch_size=64,
+        lr=1e-4, warmup_steps=10, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
+        sweep_products=(3000, 600), sweep_epochs=2, sweep_data_seeds=(0, 1), sweep_seeds=(0, 1, 2),
+        harm_data_seeds=(0, 1, 2),
     ),
     "ablation": Profile(
         name="ablation", n_train_products=3000, n_val_products=600, image_size=64,

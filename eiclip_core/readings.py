@@ -8,7 +8,8 @@ so a test can read the numbers back and rebuild every sentence from them.
 A reading never claims an effect the numbers do not support. Numbers are compared as they are printed,
 a difference within a stated tolerance reads as none (the tolerances below), and two claims that
 rest on many small differences pass a test first: the retrieval disagreements a sign test, the turn of
-prone against other dictionary values a rank test (p < SIGNIFICANCE).
+prone against other dictionary values a rank test, the sweep's gain of EI-CLIP over CLIP-FT a paired
+t-test over runs (p < SIGNIFICANCE; with fewer than MIN_PAIRS pairs it reads "not tested").
 """
 import json
 import math
@@ -17,13 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from eiclip_core.io import write_text
+from eiclip_core.sweep_summary import MIN_PAIRS
 
 SIGNIFICANCE = 0.05
 COSINE_TOLERANCE = 0.01  # mean cosine to the nearest general English word, before vs after the EALM
 PURITY_TOLERANCE = 0.01  # 10-NN purity, EI-CLIP vs CLIP-FT
 GATE_MARGIN = 0.05  # a mean gate within 0.05 of 0.5 is no preference (the gates start near 0.5)
 PROBE_TOLERANCE = 1.0  # points of the top-10 share moved toward the new value
-SWEEP_TOLERANCE = 1.0  # points of mean recall that the fitted gain rises over the knob (one seed, small runs)
 FILE = "readings.json"
 
 
@@ -109,13 +110,23 @@ def examples_numbers(counts: dict, first: str, second: str, queries: int, sign_t
                     "first_only": counts[f"{first} right, {second} wrong"]})
 
 
-def sweep_numbers(profile: str, table, trend: dict) -> dict:
-    """Record of section 7 from eiclip_core.sweep.run_sweep and sweep.trend (table None: no sweep)."""
-    if table is None:
-        return {"profile": profile, "points": [], "slope": None, "monotonic": None}
-    columns = ["confounding", *(c for c in table.columns if c.startswith("mean R ")), "gain"]
-    return rounded({"profile": profile, "slope": trend["slope"], "monotonic": trend["monotonic"],
-                    "points": [{c: r[c] for c in columns} for _, r in table.iterrows()]})
+def sweep_numbers(profile: str, summary: "dict | None") -> dict:
+    """Record of section 7 from eiclip_core.sweep_summary's tables (summary None: no sweep): {"recall":
+    recall_table, "harm": harm_table, "gain": gain_table, "prone": prone_gain_table}."""
+    if summary is None:
+        return {"profile": profile, "knobs": [], "pairs": 0, "rows": [], "harm": [], "gains": [], "prone": []}
+    gains = summary["gain"]
+    return rounded({
+        "profile": profile, "knobs": gains["confounding"].tolist(), "pairs": int(gains["n"].min()),
+        "rows": [{"confounding": r["confounding"], "row": r["row"], "mean": r["mean R"], "std": r["std"],
+                  "n": int(r["n"])} for _, r in summary["recall"].iterrows()],
+        "harm": [{"row": r["row"], "low": r["low"], "high": r["high"], "harm": r["harm"], "std": r["std"],
+                  "n": int(r["n"]), "p": r["p"]} for _, r in summary["harm"].iterrows()],
+        "gains": [{"confounding": r["confounding"], "gain": r["gain"], "std": r["std"], "n": int(r["n"]),
+                   "wins": int(r["EI-CLIP wins"]), "losses": int(r["CLIP-FT wins"]), "p": r["p"]}
+                  for _, r in gains.iterrows()],
+        "prone": [{"confounding": r["confounding"], "type": r["type"], "status": r["status"], "gain": r["gain"],
+                   "queries": r["queries"]} for _, r in summary["prone"].iterrows()]})
 
 
 # ------------------------------------------------------------------ readings: numbers -> sentences
@@ -218,24 +229,82 @@ def read_examples(n: dict) -> str:
             f"and {first} where {second} does not for {b}: {verdict} (sign test p = {p:.2f}).")
 
 
+def _spread(mean, std, nd: int = 2, sign: str = "") -> str:
+    """"m ± s" as printed; the spread left out when there is none (one run)."""
+    return f"{mean:{sign}.{nd}f}" + ("" if std is None else f" ± {std:.{nd}f}")
+
+
+def _gain_verdict(g: dict) -> str:
+    """One knob's paired gain: beyond the spread only when the paired test says p < SIGNIFICANCE."""
+    if g["p"] is None:
+        return "not tested" + (f" (fewer than {MIN_PAIRS} pairs)" if g["n"] < MIN_PAIRS
+                               else " (every pair differs by the same)")
+    if g["p"] < SIGNIFICANCE:
+        shown = f"= {g['p']:.3f}" if g["p"] >= 0.001 else "< 0.001"
+        return f"beyond the spread, EI-CLIP {'ahead' if g['gain'] > 0 else 'behind'} (paired t-test p {shown})"
+    return f"within the spread (paired t-test p = {g['p']:.2f})"
+
+
+def _prone_line(rows: list) -> str:
+    """Per type, EI-CLIP's gain on queries with a confounding-prone value against the rest (as printed)."""
+    by_type = {}
+    for r in rows:
+        by_type.setdefault(r["type"], {})[r["status"]] = r["gain"]
+    both = {t: g for t, g in by_type.items() if {"prone", "not prone"} <= set(g) and None not in g.values()}
+    if not both:
+        return "no entity type has both prone and other values here"
+    more = [t for t, g in both.items() if round(g["prone"], 2) > round(g["not prone"], 2)]
+    shown = ", ".join(f"{t} {g['prone']:+.2f} vs {g['not prone']:+.2f}" for t, g in both.items())
+    return (f"gain on prone values above the rest (as printed; no test) for {len(more)} of {len(both)} types "
+            f"({shown})")
+
+
+def _knob_line(x: float, rows: list, gain: dict, prone: list, low: float) -> str:
+    """One knob: the three rows' mean recall with spread, the paired gain, and the prone breakdown."""
+    label = f"knob {x:g}" + (" (control)" if x == low == 0 else "")
+    recall = ", ".join(f"{r['row']} {_spread(r['mean'], r['std'])}" for r in rows if r["confounding"] == x)
+    g = gain
+    return (f"{label}: {recall}; EI-CLIP - CLIP-FT {_spread(g['gain'], g['std'], sign='+')} points over {g['n']} "
+            f"pair(s), EI-CLIP ahead in {g['wins']} of {g['n']}: {_gain_verdict(g)}; "
+            f"{_prone_line([p for p in prone if p['confounding'] == x])}.")
+
+
+def _sweep_verdict(gains: list) -> str:
+    """The answer to "does EI-CLIP beat CLIP-FT where the confounder is, and not where it is not?"."""
+    low, high = gains[0], gains[-1]
+    wins = [g["p"] is not None and g["p"] < SIGNIFICANCE and g["gain"] > 0 for g in (low, high)]
+    if wins[1] and not wins[0]:
+        return (f"EI-CLIP beats CLIP-FT beyond the spread at knob {high['confounding']:g} and not at knob "
+                f"{low['confounding']:g}, as its premise predicts.")
+    if wins[1]:
+        return (f"EI-CLIP beats CLIP-FT beyond the spread at knob {high['confounding']:g} and also at knob "
+                f"{low['confounding']:g}: its gain is not specific to the confounder.")
+    return (f"EI-CLIP does NOT beat CLIP-FT beyond the spread at knob {high['confounding']:g}: these runs do not "
+            "support EI-CLIP's premise, and that is the finding.")
+
+
 def read_sweep(n: dict) -> str:
-    """n: profile, points [{confounding, gain, ...}] by knob value (empty: no sweep), slope (points per
-    unit of knob), monotonic (the gain rises at every step, as printed)."""
-    points = n["points"]
-    if not points:
+    """n: profile, knobs, pairs (fewest (data seed, training seed) pairs at a knob), rows (mean recall per
+    knob and row with std and n), harm (per row, highest knob - lowest), gains (per knob: gain, std, n,
+    wins, losses, p), prone (per knob, type and status: gain). One line per knob, the harm, the verdict."""
+    if not n["knobs"]:
         return f"profile {n['profile']}: no confounding sweep (the real data has no knob)."
-    lo, hi = points[0], points[-1]
-    if n["slope"] is None:
-        return f"EI-CLIP - CLIP-FT: {lo['gain']:+.2f} points at knob {lo['confounding']:g}; one knob value, no trend."
-    rise = n["slope"] * (hi["confounding"] - lo["confounding"])  # of the fitted line over the knob's range
-    if compare(rise, 0.0, nd=2, tol=SWEEP_TOLERANCE) == "more":
-        how = "grows at every step" if n["monotonic"] else "grows overall but not at every step"
-        verdict = f"the gain {how} with confounding, as EI-CLIP's premise predicts"
-    else:
-        verdict = (f"the gain does NOT grow with confounding (a fitted rise of {SWEEP_TOLERANCE:g} point or less is "
-                   "within noise): these runs do not support EI-CLIP's premise")
-    return (f"EI-CLIP - CLIP-FT: {lo['gain']:+.2f} points at knob {lo['confounding']:g}, {hi['gain']:+.2f} at "
-            f"{hi['confounding']:g} (slope {n['slope']:+.2f} points per unit of knob): {verdict}.")
+    low = n["knobs"][0]
+    lines = []
+    if n["pairs"] < MIN_PAIRS:
+        pairs = "one pair" if n["pairs"] == 1 else f"{n['pairs']} pairs"
+        size = "one-seed" if n["pairs"] == 1 else "few-seed"
+        lines.append(f"profile {n['profile']} is the small, {size} version of `science`: {pairs} of runs (data "
+                     f"seed, training seed) per knob value, so no paired test is possible with {pairs}; no gain "
+                     "below is evidence either way.")
+    lines += [_knob_line(g["confounding"], n["rows"], g, n["prone"], low) for g in n["gains"]]
+    if n["harm"] and n["harm"][0]["high"] > n["harm"][0]["low"]:
+        h0 = n["harm"][0]
+        harm = ", ".join(f"{h['row']} {_spread(h['harm'], h['std'], sign='+')}" for h in n["harm"])
+        lines.append(f"confounding harm (knob {h0['high']:g} - knob {h0['low']:g}, points): {harm}.")
+    if n["pairs"] >= MIN_PAIRS and len(n["gains"]) > 1:
+        lines.append(_sweep_verdict(n["gains"]))
+    return "\n".join(lines)
 
 
 READERS = {"dictionaries": read_dictionaries, "text_features": read_text_features, "gates": read_gates,

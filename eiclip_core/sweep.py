@@ -1,21 +1,30 @@
-"""The confounding sweep of notebook 05: EI-CLIP's gain over CLIP-FT against the generator's knob.
+"""The confounding sweep of notebook 05: CLIP zero-shot, CLIP-FT and EI-CLIP against the generator's knob.
 
-EI-CLIP's premise (METHOD.md section 1) is that entity words whose everyday meaning misleads a
+EI-CLIP's premise (METHOD.md sections 1 and 11) is that entity words whose everyday meaning misleads a
 generic text encoder bias fine-tuning, and that the intervention corrects it. On generated data the
-knob `confounding` sets how many entity values are such ordinary words, so the premise predicts a
-gain that grows with the knob. For each knob value X in the profile's `confounding_sweep`:
+knob `confounding` sets how many entity values are such ordinary words (knob 0 is the control), so
+the premise predicts a gain of EI-CLIP over CLIP-FT where the knob is high and none at knob 0. For
+each knob value X of `Profile.confounding_sweep` and data seed D of `Profile.sweep_data_seeds`, a
+sweep point, and each training seed K of `Profile.sweep_seeds`:
 
-    {data_dir}/sweep/conf<X>/  train.h5, validation.h5, ground_truth.json   (eiclip_core.synth)
-                               entities.json                                (eiclip_core.entities)
-                               runs/<row>/seed<k>/                          (eiclip_core.train)
-                               result.json                                  full-protocol recalls
+    {data_dir}/sweep/<key>/settings.json          what <key> stands for (point_settings, readable)
+    {data_dir}/sweep/<key>/conf<X>-data<D>/        train.h5, validation.h5, ground_truth.json, entities.json
+                                                   runs/<row>/seed<K>/   (eiclip_core.train)
+                                                   results/<row>-seed<K>.json, results/zero-shot.json
 
-Every stage is reused when its output exists with the same settings, so re-running the notebook
-costs seconds; a changed profile setting retrains only what it changes.
+<key> is a hash of every setting that decides a point's numbers besides X, D and K (the profile's
+sizes and the whole training config), so a point made with other settings is never reused: changed
+settings get a folder of their own. Every stage is reused when done: the data (its completion marker),
+the entities, each finished run (its done.json, eiclip_core.run_directory) and each run's recalls
+(tied to the run's checkpoint id). A sweep killed mid-way resumes where it stopped: a run killed
+mid-training continues from its last checkpoint, and finished runs are not trained again.
+The statistics over the runs (spread, harm, paired test) are in eiclip_core.sweep_summary.
 """
+import hashlib
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +37,9 @@ from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
 from eiclip_core.profiles import Profile
 
-
-def point_dir(data_dir, confounding: float) -> Path:
-    return Path(data_dir) / "sweep" / f"conf{confounding:g}"
+ZERO_SHOT = "zero-shot"
+ROWS = (ZERO_SHOT, *ANALYSED_ROWS)  # the rows of the sweep's table, in the order shown
+PER_RUN_PATHS = ("train", "entities", "out", "row", "seed")  # TrainConfig fields that differ between the runs
 
 
 def sweep_steps(profile: Profile) -> int:
@@ -38,99 +47,163 @@ def sweep_steps(profile: Profile) -> int:
     return max(1, math.ceil(profile.sweep_products[0] / profile.batch_size) * profile.sweep_epochs)
 
 
-def point_settings(profile: Profile, confounding: float, seed: int) -> dict:
-    """What decides a sweep point's numbers (stored in result.json, compared on reuse)."""
-    fields = ("name", "image_size", "data_seed", "backbone", "pretrained",
-              "batch_size", "lr", "warmup_steps", "sweep_products", "sweep_epochs")
-    settings = {f: getattr(profile, f) for f in fields}
-    settings["sweep_products"] = list(settings["sweep_products"])
-    return {**settings, "confounding": float(confounding), "seed": int(seed), "steps": sweep_steps(profile)}
+def train_config(profile: Profile, out: "Path | None", row: str, seed: int, device: str):
+    """The TrainConfig of one sweep run on the point folder `out` (None: no paths, for point_settings).
+    A short run keeps at most a quarter of its steps for warm-up."""
+    from eiclip_core.config import TrainConfig
+
+    paths = {} if out is None else {"train": str(layout.split_file(out, "train")),
+                                    "entities": str(layout.entities_file(out)),
+                                    "out": str(layout.run_dir(out, row, seed))}
+    return TrainConfig(**paths, row=row, backbone=profile.backbone,
+                       pretrained=profile.pretrained, seed=seed, epochs=max(1, profile.sweep_epochs),
+                       max_steps=sweep_steps(profile), batch_size=profile.batch_size, lr=profile.lr,
+                       warmup_steps=min(profile.warmup_steps, sweep_steps(profile) // 4), device=device)
 
 
-def _data(profile: Profile, out: Path, confounding: float) -> None:
-    """Generate the point's data unless the same draw is already there."""
+def point_settings(profile: Profile, device: str) -> dict:
+    """What decides every point's numbers besides knob, data seed and training seed: the data sizes and
+    the training config of a run with its paths, row and seed left out (so a new TrainConfig field is
+    covered without a change here)."""
+    template = train_config(profile, None, ANALYSED_ROWS[0], 0, str(device)).to_dict()
+    return {"profile": profile.name, "image_size": profile.image_size, "sweep_products": list(profile.sweep_products),
+            "train": {k: v for k, v in template.items() if k not in PER_RUN_PATHS}}
+
+
+def settings_key(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def sweep_dir(profile: Profile, data_dir, device="cpu") -> Path:
+    """{data_dir}/sweep/<key>/ of these settings, with its settings.json (written once)."""
+    settings = point_settings(profile, str(device))
+    folder = Path(data_dir) / "sweep" / settings_key(settings)
+    if not (folder / "settings.json").exists():
+        write_json(folder / "settings.json", settings)
+    return folder
+
+
+def point_dir(folder: Path, confounding: float, data_seed: int) -> Path:
+    return Path(folder) / f"conf{confounding:g}-data{data_seed}"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (knob, data seed, row, training seed) of the sweep; row zero-shot has training seed None."""
+
+    confounding: float
+    data_seed: int
+    row: str
+    seed: "int | None"
+
+
+def sweep_points(profile: Profile) -> list[Point]:
+    """Every point of the profile's sweep, knob by knob (zero-shot first within a data set)."""
+    return [Point(float(x), int(d), row, None if row == ZERO_SHOT else int(k))
+            for x in sorted(profile.confounding_sweep) for d in profile.sweep_data_seeds
+            for row in ROWS for k in ((None,) if row == ZERO_SHOT else profile.sweep_seeds)]
+
+
+def _data(profile: Profile, out: Path, confounding: float, data_seed: int) -> None:
+    """Generate the point's data and mine its entities unless both are already there."""
+    from eiclip_core.entities.mine import mine_dataset
     from eiclip_core.synth import generate_unless_present
 
-    generate_unless_present(out, profile.name, profile.data_seed, confounding, profile.image_size,
-                            *profile.sweep_products)
-
-
-def _entities(out: Path):
-    from eiclip_core.entities import load_artifact
-    from eiclip_core.entities.mine import mine_dataset
-
-    path = layout.entities_file(out)
-    data_mtime = max(layout.split_file(out, s).stat().st_mtime for s in layout.SPLITS)
-    if path.exists() and path.stat().st_mtime >= data_mtime:
-        return load_artifact(path)
-    return mine_dataset(layout.split_file(out, "train"), layout.split_file(out, "validation"), path, progress=False)
+    generated = generate_unless_present(out, profile.name, data_seed, confounding, profile.image_size,
+                                        *profile.sweep_products)
+    if generated or not layout.entities_file(out).exists():
+        mine_dataset(layout.split_file(out, "train"), layout.split_file(out, "validation"),
+                     layout.entities_file(out), progress=False)
 
 
 def _train(profile: Profile, out: Path, row: str, seed: int, device: str) -> Path:
-    from eiclip_core.config import TrainConfig
+    """A finished run of (row, seed): reused when its run directory says it is done with this config and
+    these inputs (without loading the trainer), continued from its last checkpoint when it was killed
+    mid-training, trained otherwise."""
+    from eiclip_core.entities import load_artifact
+    from eiclip_core.run_directory import RunDirectory, run_record
+
+    cfg = train_config(profile, out, row, seed, device)
+    run = RunDirectory(cfg.out)
+    if run.is_done(run_record(cfg, load_artifact(cfg.entities).id)):
+        return run.path
     from eiclip_core.train import train
 
-    cfg = TrainConfig(train=str(layout.split_file(out, "train")), entities=str(layout.entities_file(out)),
-                      out=str(layout.run_dir(out, row, seed)), row=row, backbone=profile.backbone,
-                      pretrained=profile.pretrained, seed=seed, epochs=max(1, profile.sweep_epochs),
-                      max_steps=sweep_steps(profile), batch_size=profile.batch_size, lr=profile.lr,
-                      # a short run keeps at most a quarter of its steps for warm-up
-                      warmup_steps=min(profile.warmup_steps, sweep_steps(profile) // 4), device=device)
-    run = train(cfg, progress=False)  # reuses a finished run with the same config (done.json)
+    train(cfg, resume="latest" if run.config_file.exists() else "", progress=False)
     # resume checkpoints (~270 MB a run) only serve a killed run; a finished one needs final.pt alone
-    shutil.rmtree(run / "checkpoints", ignore_errors=True)
-    return run
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    return run.path
 
 
-def _full_recall(run: Path, out: Path, device) -> dict:
-    """Full protocol (every validation product, first view, one text each) for one run."""
-    from eiclip_core.checkpoint import checkpoint_id
+def _scored(load_model, model_key: dict, out: Path, device) -> dict:
+    """Full protocol (every validation product, first view, one text each): recalls and the prone /
+    not-prone entity breakdown of the same queries (evaluate.entity_breakdown)."""
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluate import cached_embeddings
-    from eiclip_core.metrics import retrieval_metrics
-    from eiclip_core.loading import load_run
+    from eiclip_core.entities import load_artifact
+    from eiclip_core.evaluate import cached_embeddings, entity_breakdown
+    from eiclip_core.metrics import recalls, retrieval_ranks
 
     validation = FashionGen(layout.split_file(out, "validation"))
-    emb = cached_embeddings(lambda: load_run(run, device)[:2], {"checkpoint": checkpoint_id(run / "final.pt")},
-                            validation, layout.cache_dir(out), device)
+    emb = cached_embeddings(load_model, model_key, validation, layout.cache_dir(out), device)
     pids = validation.products["product_id"].to_numpy()
-    return retrieval_metrics(emb.image[emb.first_view], emb.text, pids, pids)
+    ranks = retrieval_ranks(emb.image[emb.first_view], emb.text, pids, pids)
+    artifact = load_artifact(layout.entities_file(out))
+    return {"metrics": recalls(*ranks), "breakdown": entity_breakdown(*ranks, artifact, len(pids))}
 
 
-def run_point(profile: Profile, data_dir, confounding: float, seed: int = 0, device="cpu") -> dict:
-    """One knob value: data, entities, CLIP-FT and EI-CLIP runs, full recalls; cached in result.json."""
-    out = point_dir(data_dir, confounding)
-    result = out / "result.json"
-    settings = point_settings(profile, confounding, seed)
-    if result.exists():
-        saved = json.loads(result.read_text())
-        if saved.get("settings") == settings:
+def _result(path: Path, identity: dict, score) -> dict:
+    """The run's scored record from `path` when made from the same model (identity), else scored anew."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved.get("identity") == identity:
             return saved
-    out.mkdir(parents=True, exist_ok=True)
-    _data(profile, out, confounding)
-    _entities(out)
-    metrics = {row: _full_recall(_train(profile, out, row, seed, str(device)), out, device) for row in ANALYSED_ROWS}
-    record = {"settings": settings, "metrics": metrics}
-    write_json(result, record)
+    record = {"identity": identity, **score()}
+    write_json(path, record)
     return record
 
 
-def run_sweep(profile: Profile, data_dir, seed: int = 0, device="cpu") -> pd.DataFrame:
-    """Every knob value of the profile: one row each, mean recall of both rows and the gain (points)."""
+def run_point(profile: Profile, folder: Path, point: Point, device="cpu") -> dict:
+    """One point's scored record {"identity", "metrics", "breakdown"}, trained and scored unless done."""
+    from eiclip_core.checkpoint import checkpoint_id
+    from eiclip_core.entities import load_artifact
+    from eiclip_core.loading import load_run, zero_shot
+
+    out = point_dir(folder, point.confounding, point.data_seed)
+    _data(profile, out, point.confounding, point.data_seed)
+    entities = layout.entities_file(out)
+    if point.row == ZERO_SHOT:
+        identity = {"zero_shot": profile.backbone, "pretrained": profile.pretrained,
+                    "entities": load_artifact(entities).id}
+        load = lambda: zero_shot(profile.backbone, profile.pretrained, entities, device)  # noqa: E731
+        return _result(out / "results" / f"{ZERO_SHOT}.json", identity, lambda: _scored(load, identity, out, device))
+    run = _train(profile, out, point.row, point.seed, str(device))
+    identity = {"checkpoint": checkpoint_id(run / "final.pt")}
+    load = lambda: load_run(run, device)[:2]  # noqa: E731
+    return _result(out / "results" / f"{point.row}-seed{point.seed}.json", identity,
+                   lambda: _scored(load, identity, out, device))
+
+
+@dataclass
+class SweepRuns:
+    """Every point's numbers: `recalls` one row per point (confounding, data seed, row, seed, the six
+    recalls and their mean; seed NaN for zero-shot), `breakdown` one row per point, entity type and
+    prone / not-prone status (n queries, mean recall)."""
+
+    recalls: pd.DataFrame
+    breakdown: pd.DataFrame
+
+
+def run_sweep(profile: Profile, data_dir, device="cpu") -> SweepRuns:
+    """Every point of the profile's sweep (sweep_points), each trained and scored unless already done."""
     if profile.real_data or not profile.confounding_sweep:
         raise KitError(f"profile {profile.name!r}: no confounding sweep (real data has no knob)")
-    rows = []
-    for x in tqdm(sorted(profile.confounding_sweep), desc="confounding sweep"):
-        m = run_point(profile, data_dir, x, seed, device)["metrics"]
-        rows.append({"confounding": float(x), "mean R CLIP-FT": m["clip-ft"]["mean"],
-                     "mean R EI-CLIP": m["ei-clip"]["mean"], "gain": m["ei-clip"]["mean"] - m["clip-ft"]["mean"]})
-    return pd.DataFrame(rows)
-
-
-def trend(table: pd.DataFrame) -> dict:
-    """Does the gain grow with confounding? Least-squares slope (points per unit knob), whether the gain
-    rises at every step, and the gain at the lowest and highest knob values."""
-    x, y = table["confounding"].to_numpy(float), table["gain"].to_numpy(float)
-    slope = float(np.polyfit(x, y, 1)[0]) if len(x) >= 2 else float("nan")
-    return {"slope": slope, "monotonic": bool(np.all(np.diff(np.round(y, 2)) > 0)), "gain at lowest": float(y[0]),
-            "gain at highest": float(y[-1])}
+    folder = sweep_dir(profile, data_dir, device)
+    recalls, breakdown = [], []
+    for point in tqdm(sweep_points(profile), desc="confounding sweep"):
+        record = run_point(profile, folder, point, device)
+        where = {"confounding": point.confounding, "data seed": point.data_seed, "row": point.row,
+                 "seed": np.nan if point.seed is None else point.seed}
+        recalls.append({**where, **record["metrics"]})
+        breakdown += [{**where, "type": b["type"], "status": b["status"], "n": b["n"], "mean": b["mean"]}
+                      for b in record["breakdown"]]
+    return SweepRuns(pd.DataFrame(recalls), pd.DataFrame(breakdown))

@@ -111,11 +111,16 @@ def test_notebook_05_figures_have_their_labels():
     fig = figures.probe_figure(table)
     assert len(fig.axes[0].patches) == 4 and "EI-CLIP, swapped query" in [
         t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    sweep = pd.DataFrame({"confounding": [0.0, 0.5, 1.0], "mean R CLIP-FT": [10.0, 9.0, 8.0],
-                          "mean R EI-CLIP": [10.5, 10.0, 10.0], "gain": [0.5, 1.0, 2.0]})
-    fig = figures.sweep_figure(sweep)
-    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["CLIP-FT", "EI-CLIP"]
+    recall = pd.DataFrame({"confounding": [0.0, 0.0, 0.0, 1.0, 1.0, 1.0],
+                           "row": ["CLIP zero-shot", "CLIP-FT", "EI-CLIP"] * 2,
+                           "mean R": [5.0, 10.0, 10.5, 3.0, 8.0, 10.0], "std": [0.2, 0.5, 0.4, 0.3, np.nan, 0.6]})
+    gain = pd.DataFrame({"confounding": [0.0, 1.0], "gain": [0.5, 2.0], "std": [0.3, 0.4]})
+    fig = figures.sweep_figure(recall, gain)
+    assert fig.axes[0].get_legend_handles_labels()[1] == ["CLIP zero-shot", "CLIP-FT", "EI-CLIP"]
     assert fig.axes[1].get_ylabel() == "EI-CLIP - CLIP-FT (points)"
+    gain_bars = fig.axes[1].containers[0]  # errorbar container: line, caps, bar segments
+    assert gain_bars.lines[0].get_ydata().tolist() == [0.5, 2.0]
+    assert [seg[:, 1].tolist() for seg in gain_bars.lines[2][0].get_segments()] == [[0.2, 0.8], [1.6, 2.4]]
 
 
 def test_retrieval_examples_figure_frames_the_positive():

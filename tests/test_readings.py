@@ -51,17 +51,31 @@ def probe_summary(shifts: dict) -> pd.DataFrame:
                          for m, s in shifts.items()])
 
 
-def sweep_table(gains, knob=(0.0, 0.5, 1.0)) -> pd.DataFrame:
-    gains = np.asarray(gains, float)
-    return pd.DataFrame({"confounding": knob[:len(gains)], f"mean R {FIRST}": 50.0, f"mean R {SECOND}": 50.0 + gains,
-                         "gain": gains})
+def sweep_summary(gains: dict, base: float = 20.0) -> dict:
+    """eiclip_core.sweep_summary's tables from hand-made runs: per knob, EI-CLIP = CLIP-FT + gains[knob][i] on
+    pair i = (data seed i // 3, training seed i % 3), CLIP-FT falling with the knob; no entity breakdown rows
+    but a prone / not-prone pair of brand queries whose gains differ by one point."""
+    from eiclip_core import sweep_summary as summary
+
+    runs, breakdown = [], []
+    for x, values in gains.items():
+        for i, g in enumerate(values):
+            where = {"confounding": x, "data seed": i // 3, "seed": i % 3}
+            ft = base - 4 * x + i
+            runs += [{**where, "row": "clip-ft", "mean": ft}, {**where, "row": "ei-clip", "mean": ft + g}]
+            for status, extra in (("prone", 1.0), ("not prone", 0.0)):
+                breakdown += [{**where, "row": "clip-ft", "type": "brand", "status": status, "n": 40, "mean": ft},
+                              {**where, "row": "ei-clip", "type": "brand", "status": status, "n": 40,
+                               "mean": ft + g + extra}]
+        runs += [{"confounding": x, "data seed": d, "seed": np.nan, "row": "zero-shot", "mean": 9.0 - 3 * x + d}
+                 for d in sorted({i // 3 for i in range(len(values))})]
+    runs, breakdown = pd.DataFrame(runs), pd.DataFrame(breakdown)
+    return {"recall": summary.recall_table(runs), "harm": summary.harm_table(runs), "gain": summary.gain_table(runs),
+            "prone": summary.prone_gain_table(breakdown)}
 
 
-def sweep_reading(gains) -> str:
-    from eiclip_core.sweep import trend
-
-    table = sweep_table(gains)
-    return readings.read_sweep(readings.sweep_numbers("smoke", table, trend(table)))
+def sweep_reading(gains: dict) -> str:
+    return readings.read_sweep(readings.sweep_numbers("science", sweep_summary(gains)))
 
 
 def gate_reading(means) -> str:
@@ -166,15 +180,19 @@ def test_examples_reading_needs_the_sign_test():
     assert "CLIP-FT wins more of them" in reading(1, 12)
 
 
-def test_sweep_reading_needs_a_rise_beyond_noise():
-    assert "grows at every step with confounding, as EI-CLIP's premise predicts" in sweep_reading([0.1, 0.5, 2.0])
-    assert "grows overall but not at every step" in sweep_reading([0.1, 0.0, 2.0])
-    falling = sweep_reading([1.0, 0.5, -0.3])
-    assert "does NOT grow" in falling and "+1.00 points at knob 0" in falling and "-0.30 at 1" in falling
-    assert "does NOT grow" in sweep_reading([0.5, 0.5, 0.501])  # flat as printed: not growth
-    assert "does NOT grow" in sweep_reading([0.0, 0.3, 0.6])  # rises at every step, by 0.6 point: noise
-    assert "one knob value, no trend" in sweep_reading([0.7])
-    none = readings.sweep_numbers("paper", None, {})
+def test_sweep_reading_calls_beyond_the_spread_only_when_the_paired_test_says_so():
+    control, noise = [0.1, -0.2, 0.05, 0.1, -0.1, 0.0], [1.0, -1.2, 0.4, -0.6, 0.9, -0.3]
+    clear = [2.0, 2.2, 1.8, 2.1, 1.9, 2.4]
+    line = sweep_reading({0.0: control, 1.0: clear})
+    assert "EI-CLIP beats CLIP-FT beyond the spread at knob 1 and not at knob 0, as its premise predicts" in line
+    assert "knob 0 (control):" in line and "EI-CLIP ahead in 6 of 6: beyond the spread, EI-CLIP ahead" in line
+    assert "brand +3.07 vs +2.07" in line  # the prone queries' gain beside the rest's, at knob 1
+    assert "confounding harm (knob 1 - knob 0, points): CLIP zero-shot -3.00 ± 0.00, CLIP-FT -4.00 ± 0.00" in line
+    found = sweep_reading({0.0: control, 1.0: noise})
+    assert "does NOT beat CLIP-FT beyond the spread at knob 1" in found and "that is the finding" in found
+    assert "beyond the spread, EI-CLIP" not in found
+    assert "not specific to the confounder" in sweep_reading({0.0: clear, 1.0: clear})
+    none = readings.sweep_numbers("paper", None)
     assert readings.read_sweep(none) == "profile paper: no confounding sweep (the real data has no knob)."
 
 
@@ -203,14 +221,17 @@ def test_examples_never_claim_a_winner_by_chance(a, b):
     assert ("wins more of them" in line and "neither" not in line) == (sign_test(a, b) < readings.SIGNIFICANCE)
 
 
-@given(st.lists(st.floats(-5, 5), min_size=2, max_size=5))
-def test_sweep_never_claims_growth_within_noise(gains):
-    knob = tuple(np.linspace(0, 1, len(gains)))
-    from eiclip_core.sweep import trend
+@pytest.mark.filterwarnings("ignore:Precision loss")  # scipy, on drawn gains that differ by ~1e-300
+@given(st.lists(st.floats(-5, 5), min_size=1, max_size=6))
+def test_sweep_never_claims_a_gain_beyond_the_spread_without_the_paired_test(gains):
+    from scipy.stats import ttest_rel
 
-    table = sweep_table(gains, knob)
-    numbers = readings.sweep_numbers("smoke", table, trend(table))
-    assert ("grows" in readings.read_sweep(numbers)) == (round(numbers["slope"], 2) > readings.SWEEP_TOLERANCE)
+    line = sweep_reading({1.0: gains})
+    ft = 16.0 + np.arange(len(gains))
+    d = (ft + np.asarray(gains)) - ft
+    p = ttest_rel(ft + np.asarray(gains), ft).pvalue if len(gains) >= 3 and np.ptp(d) > 0 else None
+    assert ("beyond the spread, EI-CLIP" in line) == (p is not None and round(p, 6) < readings.SIGNIFICANCE)
+    assert ("not tested" in line) == (p is None)
 
 
 # ------------------------------------------------------------------ (b) a readings.json, read back
@@ -276,13 +297,18 @@ def _check_examples(n):
 
 
 def _check_sweep(n):
-    points = n["points"]
-    knob = [p["confounding"] for p in points]
-    assert knob == sorted(knob)
-    for p in points:
-        assert p["gain"] == pytest.approx(p[f"mean R {SECOND}"] - p[f"mean R {FIRST}"], abs=1e-5)
-    if len(points) >= 2:
-        assert n["slope"] == pytest.approx(np.polyfit(knob, [p["gain"] for p in points], 1)[0], abs=1e-4)
+    """Each knob's gain is EI-CLIP's mean minus CLIP-FT's (every run paired), each harm the row's highest-knob
+    mean minus its lowest; no p below 3 pairs; wins and losses add up to at most the pairs."""
+    rows = {(r["confounding"], r["row"]): r for r in n["rows"]}
+    assert n["knobs"] == sorted(n["knobs"]) == [g["confounding"] for g in n["gains"]]
+    for g in n["gains"]:
+        first, second = rows[(g["confounding"], FIRST)], rows[(g["confounding"], SECOND)]
+        assert g["n"] == first["n"] == second["n"] and g["wins"] + g["losses"] <= g["n"]
+        assert g["gain"] == pytest.approx(second["mean"] - first["mean"], abs=1e-5)
+        assert (g["p"] is None) or (g["n"] >= 3 and 0 <= g["p"] <= 1)
+    for h in n["harm"]:
+        assert h["harm"] == pytest.approx(rows[(h["high"], h["row"])]["mean"] - rows[(h["low"], h["row"])]["mean"],
+                                          abs=1e-5)
 
 
 CHECKS = {"dictionaries": _check_dictionaries, "text_features": _check_text_features, "gates": _check_gates,
@@ -307,10 +333,7 @@ def number_differences(got, want, abs_tol: float, where: str = "") -> list:
 
 def fabricated_sections() -> dict:
     """Every section of notebook 05 as {"numbers", "reading"}, from the fabricated measures above."""
-    from eiclip_core.sweep import trend
-
     counts = {f"{SECOND} right, {FIRST} wrong": 3, f"{FIRST} right, {SECOND} wrong": 1}
-    table = sweep_table([1.04, 0.26], knob=(0.0, 1.0))
     attention = pd.DataFrame({"queries": [128, 86], "top-1 is own value": [0.164, 0.209],
                               "prior top-1 is own value": [0.164, 0.221], "weight on own value": [0.1, 0.13],
                               "prior weight on own value": [0.1, 0.13], "departure from prior": [0.0, 0.001]},
@@ -324,7 +347,7 @@ def fabricated_sections() -> dict:
         "attention": readings.attention_numbers(attention),
         "probe": readings.probe_numbers(probe_summary({FIRST: -0.2, SECOND: 0.2}), FIRST, SECOND),
         "examples": readings.examples_numbers(counts, FIRST, SECOND, 128, sign_test(3, 1)),
-        "sweep": readings.sweep_numbers("smoke", table, trend(table))}
+        "sweep": readings.sweep_numbers("smoke", sweep_summary({0.0: [1.04], 1.0: [0.26]}))}
     return {name: {"numbers": n, "reading": readings.READERS[name](n), "figure": None} for name, n in numbers.items()}
 
 
@@ -334,7 +357,7 @@ def test_readings_file_is_written_sorted_atomically_and_reads_back(tmp_path):
     text = path.read_text()
     assert text.endswith("}\n") and text == json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"
     record = check_readings_file(path)
-    assert record["sweep"]["numbers"]["points"][1]["gain"] == 0.26
+    assert record["sweep"]["numbers"]["gains"][1]["gain"] == 0.26
     assert number_differences(record, json.loads(text), abs_tol=0) == []
 
 

@@ -191,19 +191,22 @@ def probe_figure(table: pd.DataFrame):
     return fig
 
 
-def sweep_figure(table: pd.DataFrame):
-    """Left: mean recall of both rows against the confounding knob; right: EI-CLIP's gain."""
+def sweep_figure(recall: pd.DataFrame, gain: pd.DataFrame):
+    """Left: each row's mean recall against the confounding knob, error bars one std over runs; right:
+    EI-CLIP's paired gain over CLIP-FT, error bars one std over pairs (eiclip_core.sweep_summary tables).
+    No bar where there is one run (no spread)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for col in [c for c in table.columns if c.startswith("mean R ")]:
-        ax1.plot(table["confounding"], table[col], marker="o", label=col[len("mean R "):])
-    ax1.set_xlabel("generator confounding knob")
+    for j, (row, runs) in enumerate(recall.groupby("row", sort=False)):
+        ax1.errorbar(runs["confounding"] + (j - 1) * 0.01, runs["mean R"], yerr=runs["std"].fillna(0), marker="o",
+                     capsize=3, label=row)
+    ax1.set_xlabel("generator confounding knob (0 = control)")
     ax1.set_ylabel("mean recall (%), full protocol")
-    ax1.set_title("Retrieval on generated data")
+    ax1.set_title("Retrieval on generated data (mean ± std over runs)")
     ax1.legend()
     ax2.axhline(0, color="grey", lw=0.8)
-    ax2.plot(table["confounding"], table["gain"], marker="o", color="black")
-    ax2.set_xlabel("generator confounding knob")
+    ax2.errorbar(gain["confounding"], gain["gain"], yerr=gain["std"].fillna(0), marker="o", color="black", capsize=3)
+    ax2.set_xlabel("generator confounding knob (0 = control)")
     ax2.set_ylabel("EI-CLIP - CLIP-FT (points)")
-    ax2.set_title("EI-CLIP gain against confounding")
+    ax2.set_title("EI-CLIP's paired gain (mean ± std over pairs)")
     fig.tight_layout()
     return fig
