@@ -61,6 +61,7 @@ class TrainConfig(KitConfig):
     label = "train config"
 
     train: str = ""  # Fashion-Gen training HDF5
+    val: str = ""  # validation HDF5 scored during training (eiclip_core.validation; "" = none)
     entities: str = ""  # entity artifact (eiclip mine); its id is recorded in config.json
     out: str = ""  # run directory
     row: str = "ei-clip"  # METHOD.md sec. 8 row (eiclip_core.model.ROWS)
@@ -72,7 +73,8 @@ class TrainConfig(KitConfig):
     max_steps: int = 0  # stop after this many optimiser steps (0 = all epochs)
     batch_size: int = 64  # global contrastive batch per micro-step (sec. 9), split across ranks
     accum_steps: int = 1  # micro-batches per optimiser step (each its own contrastive batch)
-    lr: float = 5e-5  # sec. 9
+    lr: float = 5e-5  # sec. 9; the backbone's
+    new_module_lr_scale: float = 1.0  # modules EI-CLIP adds to the backbone (sec. 4-6) train at lr x this
     weight_decay: float = 1e-4  # sec. 9; not applied to gains, biases and temperatures
     beta1: float = 0.9
     beta2: float = 0.999
@@ -84,6 +86,7 @@ class TrainConfig(KitConfig):
     num_workers: int = 0  # DataLoader workers (images are small; 0 keeps a 2-core CPU busy with compute)
     checkpoint_every: int = 0  # also checkpoint every N optimiser steps mid-epoch (0 = epoch ends only)
     keep_checkpoints: int = 2  # newest checkpoints kept (>= 2 so a corrupt one has a fallback; 0 = all)
+    eval_every: int = 0  # full-protocol recall on `val` every N optimiser steps and at the last (0 = off)
 
     def checks(self) -> dict:
         return {
@@ -95,10 +98,13 @@ class TrainConfig(KitConfig):
             "num_workers": self.num_workers >= 0, "checkpoint_every": self.checkpoint_every >= 0,
             "keep_checkpoints": self.keep_checkpoints == 0 or self.keep_checkpoints >= 2,
             "seed": 0 <= self.seed < 2 ** 31, "model": isinstance(self.model, dict),
+            "eval_every": self.eval_every >= 0, "new_module_lr_scale": self.new_module_lr_scale > 0,
         }
 
     def __post_init__(self):
         super().__post_init__()
+        if self.eval_every and not self.val:
+            raise KitError(f"train config: eval_every={self.eval_every} needs a validation file (val)")
         self.ei_config()  # validates row and model overrides
 
     def ei_config(self):
@@ -112,8 +118,9 @@ def profile_config(profile, data_dir, row: str, seed: int, device: str = "auto")
     """The TrainConfig of one run of a profile (eiclip_core.profiles) under the kit's data layout."""
     from eiclip_core.layout import entities_file, run_dir, split_file
 
-    return TrainConfig(train=str(split_file(data_dir, "train")), entities=str(entities_file(data_dir)),
-                       out=str(run_dir(data_dir, row, seed)), row=row, backbone=profile.backbone,
-                       pretrained=profile.pretrained, seed=seed, epochs=profile.epochs,
+    return TrainConfig(train=str(split_file(data_dir, "train")), val=str(split_file(data_dir, "validation")),
+                       entities=str(entities_file(data_dir)), out=str(run_dir(data_dir, row, seed)), row=row,
+                       backbone=profile.backbone, pretrained=profile.pretrained, seed=seed, epochs=profile.epochs,
                        max_steps=profile.max_steps, batch_size=profile.batch_size, lr=profile.lr,
-                       warmup_steps=profile.warmup_steps, device=device)
+                       new_module_lr_scale=profile.new_module_lr_scale, warmup_steps=profile.warmup_steps,
+                       eval_every=profile.eval_every, device=device)

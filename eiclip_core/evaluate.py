@@ -55,6 +55,14 @@ class Embeddings:
 # ------------------------------------------------------------------------------------ extraction
 
 
+def eval_autocast(device: torch.device):
+    """The precision evaluation encodes in: fp16 autocast on CUDA, fp32 elsewhere. `extract_embeddings`
+    and the validation during training (eiclip_core.validation) share it, so their recalls agree."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
 def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64, num_workers: int = 0,
                        views: str = "all") -> Embeddings:
@@ -64,8 +72,7 @@ def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64,
 
     device = torch.device(device)
     model.eval()
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = eval_autocast(device)
     data = FashionGen(data_path)
     dataset = EvalDataset(data_path, backbone.preprocess_val, views=views)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,

@@ -30,7 +30,9 @@ class Profile:
     max_steps: int = 0  # stop after this many optimiser steps (0 = run all epochs)
     batch_size: int = 64
     lr: float = 5e-5
+    new_module_lr_scale: float = 1.0  # lr of the modules EI-CLIP adds = lr x this (TrainConfig)
     warmup_steps: int = 100
+    eval_every: int = 0  # validation recall in log.csv every N optimiser steps and at the last (0 = off)
     # evaluation
     sample100_queries: int = 1000
     # notebook 01: the confounder before fine-tuning (METHOD.md section 11): zero-shot retrieval of the
@@ -50,13 +52,15 @@ PROFILES = {
     "smoke": Profile(
         name="smoke", n_train_products=256, n_val_products=128, image_size=64,
         rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1, max_steps=4, batch_size=32,
-        lr=1e-4, warmup_steps=1, sample100_queries=100, confounding_sweep=(0.0, 1.0),
+        lr=1e-4, warmup_steps=1, eval_every=2, sample100_queries=100, confounding_sweep=(0.0, 1.0),
         sweep_products=(128, 64), sweep_epochs=1, harm_data_seeds=(0, 1), swap_queries=64,
     ),
+    # 92 optimiser steps (2 x 3000 // 64): validation recall at steps 23, 46, 69 and 92; one evaluation of
+    # the 600 products costs about 4 training steps (bench/validation.py), so about 17 % more time
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
         rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=2, batch_size=64,
-        lr=1e-4, warmup_steps=10, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
+        lr=1e-4, warmup_steps=10, eval_every=23, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
         sweep_products=(800, 300), sweep_epochs=2, harm_data_seeds=(0, 1, 2),
     ),
     # issue 14's question at a size that can answer it: does EI-CLIP beat CLIP-FT where the confounder

@@ -4,7 +4,8 @@ and that writes the run's files.
     config.json    the config, the row's EIConfig, the inputs' identity (entity artifact id, training file's
                    path, size and mtime), git revision, world size
     .lock          held (fcntl.flock) by the process training in the directory; names its pid
-    log.csv        one row per optimiser step (LOG_FIELDS)
+    log.csv        one row per optimiser step (LOG_FIELDS; with eval_every on, VAL_FIELDS too, filled at
+                   the evaluated steps and empty at the others)
     checkpoints/   {epoch_<k>,step_<n>}.pt: resume points (train.RunState payloads)
     final.pt       the trained model (read back by eiclip_core.loading.load_run)
     done.json      device, world size, seconds, steps, throughput, the checkpoint resumed from
@@ -23,8 +24,16 @@ from eiclip_core.checkpoint import save_checkpoint
 from eiclip_core.config import TrainConfig
 from eiclip_core.errors import KitError
 from eiclip_core.io import make_dir, write_json, write_text
+from eiclip_core.metrics import metric_keys
 
 LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
+VAL_FIELDS = [f"val_{k}" for k in metric_keys()]  # validation recall (eiclip_core.validation), percent
+
+
+def log_fields(config: dict) -> list:
+    """The columns of a run's log.csv: the validation recalls only for a run that evaluates (a run
+    without them keeps the log it always had)."""
+    return LOG_FIELDS + VAL_FIELDS if config.get("eval_every") else LOG_FIELDS
 
 
 INPUT_KEYS = ("entity_artifact_id", "train_identity")  # what a run is made from besides its config
@@ -57,6 +66,7 @@ class RunDirectory:
         self.config_file = self.path / "config.json"
         self.log_file = self.path / "log.csv"
         self.checkpoints = self.path / "checkpoints"
+        self.log_fields = LOG_FIELDS  # set from the config by `open`
 
     # ------------------------------------------------------------------------- reuse decisions
 
@@ -116,16 +126,20 @@ class RunDirectory:
             stale.unlink(missing_ok=True)
         self.path.mkdir(parents=True, exist_ok=True)
         write_json(self.config_file, {**record, **extra})
+        self.log_fields = log_fields(record["config"])
         # rows after the checkpoint belong to the killed attempt; they will be written again
         self._write_log([r for r in self._read_log() if int(r["step"]) <= step])
 
-    def append_log(self, step: int, epoch: int, losses: dict, logit_scale: float, samples_per_s: float) -> None:
-        """The row of optimiser step `step`: its losses and learning rate (train.train_step's dict)."""
+    def append_log(self, step: int, epoch: int, losses: dict, logit_scale: float, samples_per_s: float,
+                   val: dict | None = None) -> None:
+        """The row of optimiser step `step`: its losses and learning rate (train.train_step's dict) and,
+        at an evaluated step, `val`, the validation metrics (ValidationSplit.recalls)."""
         row = {"step": step, "epoch": epoch, **{k: f"{losses[k]:.6f}" for k in ("loss", "loss_itc", "loss_ent")},
                "lr": f"{losses['lr']:.6g}", "logit_scale": f"{logit_scale:.4f}",
-               "samples_per_s": f"{samples_per_s:.2f}"}
+               "samples_per_s": f"{samples_per_s:.2f}",
+               **{f"val_{k}": f"{v:.4f}" for k, v in (val or {}).items()}}
         with open(self.log_file, "a") as f:
-            f.write(_csv_line(row))
+            f.write(_csv_line(row, self.log_fields))
 
     def finish(self, final: dict, done: dict) -> None:
         """final.pt (the model and what rebuilds it), then done.json: a run is finished once both exist."""
@@ -139,8 +153,10 @@ class RunDirectory:
             return list(csv.DictReader(f))
 
     def _write_log(self, rows: list) -> None:
-        write_text(self.log_file, ",".join(LOG_FIELDS) + "\n" + "".join(_csv_line(r) for r in rows))
+        write_text(self.log_file, ",".join(self.log_fields) + "\n"
+                   + "".join(_csv_line(r, self.log_fields) for r in rows))
 
 
-def _csv_line(row: dict) -> str:
-    return ",".join(str(row[k]) for k in LOG_FIELDS) + "\n"
+def _csv_line(row: dict, fields: list) -> str:
+    """A log row; a column the row lacks (validation recall at a step not evaluated) is left empty."""
+    return ",".join(str(row.get(k, "")) for k in fields) + "\n"

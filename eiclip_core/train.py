@@ -14,6 +14,10 @@ Resume a killed run where it stopped (model, optimiser, schedule, scaler, data p
 
     eiclip train ... --out data/smoke/runs/ei-clip/seed0 --resume latest
 
+Validation recall in log.csv every N steps (full protocol, rank 0; eiclip_core/validation.py):
+
+    eiclip train ... --val data/smoke/validation.h5 --eval-every 2
+
 The run directory (config.json, log.csv, checkpoints/, final.pt, done.json) is run_directory.py's;
 the training split as the loop reads it is training_data.py's.
 Recipe defaults follow METHOD.md section 9 (AdamW, cosine with warm-up, mixed precision on GPU).
@@ -45,9 +49,11 @@ from eiclip_core.loss import EICLIPLoss
 from eiclip_core.model import EICLIP, build_eiclip
 from eiclip_core.run_directory import RunDirectory, run_record
 from eiclip_core.training_data import MicroBatch, TrainingData
+from eiclip_core.validation import is_eval_step
 
 LOSSES = ("loss", "loss_itc", "loss_ent")
-RESUME_MAY_DIFFER = ("out", "checkpoint_every", "keep_checkpoints")  # config fields that leave the numbers alone
+# config fields that leave the numbers alone (validation only reads the model: tests/test_validation_curve.py)
+RESUME_MAY_DIFFER = ("out", "checkpoint_every", "keep_checkpoints", "val", "eval_every")
 
 
 # --------------------------------------------------------------------------------------------- recipe
@@ -61,14 +67,20 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list:
-    """Decay matrices only; gains, biases and temperatures are exempt (as in open_clip_train)."""
-    decay, no_decay = [], []
+def param_groups(model: EICLIP, weight_decay: float, lr: float, new_module_lr_scale: float = 1.0) -> list:
+    """AdamW groups: the backbone (model.clip) at `lr`, the modules EI-CLIP adds to it (intervention, CESM,
+    EALM) at lr x new_module_lr_scale; in each, decay on matrices only, gains, biases and temperatures
+    exempt (as in open_clip_train). Empty groups are left out (CLIP-FT adds no module); the first group
+    is the backbone's matrices, whose lr the log shows. The schedule scales every group's lr alike."""
+    backbone = {id(p) for p in model.clip.parameters()}
+    groups = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if p.requires_grad:
+            decay = p.ndim >= 2 and "logit_scale" not in name
+            groups.setdefault((id(p) not in backbone, decay), []).append(p)
+    return [{"params": groups[new, decay], "weight_decay": weight_decay if decay else 0.0,
+             "lr": lr * new_module_lr_scale if new else lr}
+            for new, decay in ((False, True), (False, False), (True, True), (True, False)) if (new, decay) in groups]
 
 
 def autocast_dtype(precision: str, device: torch.device):
@@ -105,8 +117,8 @@ class RunState:
     @classmethod
     def create(cls, cfg: TrainConfig, model: EICLIP, total_steps: int, dist_info: D.DistInfo) -> "RunState":
         """Step 0: AdamW, warm-up then cosine, a loss scaler for fp16 (sec. 9), DDP under torchrun."""
-        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                      betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.lr, cfg.new_module_lr_scale),
+                                      lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total_steps))
         amp_dtype = autocast_dtype(cfg.precision, dist_info.device)
@@ -226,7 +238,7 @@ def prepare(cfg: TrainConfig, artifact, dist_info: D.DistInfo):
     torch.manual_seed(cfg.seed)  # the backbone's random towers and the EI-CLIP modules start from the seed
     backbone = load_backbone(cfg.backbone, cfg.pretrained, device=dist_info.device, seed=cfg.seed)
     model = build_eiclip(backbone, artifact, cfg.ei_config()).train()
-    data = TrainingData.build(cfg, backbone, artifact, model.types)
+    data = TrainingData.build(cfg, backbone, artifact, model.types, dist_info.rank)
     state = RunState.create(cfg, model, data.total_steps, dist_info)
     loss_fn = EICLIPLoss(cfg.ei_config().lambda_ent, rank=dist_info.rank, world_size=dist_info.world_size)
     # training randomness (augmentation, hard Gumbel gates) differs per rank but is fixed by the seed
@@ -270,8 +282,10 @@ def _train(cfg: TrainConfig, resume: str, progress: bool, dist_info: D.DistInfo)
 
 def train_loop(state: RunState, data: TrainingData, loss_fn: EICLIPLoss, run: RunDirectory, cfg: TrainConfig,
                dist_info: D.DistInfo, progress: bool) -> None:
-    """Epochs of optimiser steps from `state` on, logging each step and checkpointing every
-    `checkpoint_every` steps, at each epoch end and where max_steps stops the run."""
+    """Epochs of optimiser steps from `state` on, logging each step (with the validation recall every
+    `eval_every` steps and at the last, scored on rank 0 while the other ranks wait at the next step's
+    collectives) and checkpointing every `checkpoint_every` steps, at each epoch end and where
+    max_steps stops the run."""
     # disable only when asked; otherwise leave tqdm's default, which TQDM_DISABLE=1 can switch off
     quiet = {} if progress and dist_info.is_main else {"disable": True}
     bar = tqdm(total=data.total_steps, initial=state.step, desc=f"{cfg.row} seed{cfg.seed}", dynamic_ncols=True,
@@ -283,9 +297,13 @@ def train_loop(state: RunState, data: TrainingData, loss_fn: EICLIPLoss, run: Ru
         while state.pos < data.steps_per_epoch and state.step < data.total_steps:
             losses = train_step(state, micro_batches, loss_fn, cfg)
             dt, t0 = time.perf_counter() - t0, time.perf_counter()
+            val = None
+            if data.validation is not None and is_eval_step(state.step, cfg.eval_every, data.total_steps):
+                val = data.validation.recalls(state.model, state.device)
+                t0 = time.perf_counter()  # throughput counts training, not evaluation
             if dist_info.is_main:
                 run.append_log(state.step, state.epoch, losses, state.model.logit_scale.exp().item(),
-                               samples_per_step / dt)
+                               samples_per_step / dt, val)
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=state.epoch)
             if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0

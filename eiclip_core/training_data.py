@@ -1,8 +1,8 @@
 """The training split as train.py's loop reads it: one contrastive batch per optimiser step (or
 accum_steps micro-batches), in an order fixed by (seed, epoch) so that a resumed run and N processes
-see what one uninterrupted process sees."""
+see what one uninterrupted process sees; and the validation split it scores (eiclip_core.validation)."""
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from eiclip_core import distributed as D
 from eiclip_core.config import TrainConfig
 from eiclip_core.errors import KitError
+from eiclip_core.validation import ValidationSplit
 
 
 @dataclass
@@ -33,12 +34,16 @@ class TrainingData:
     product_ids: np.ndarray  # (N,)
     steps_per_epoch: int  # optimiser steps in one epoch (the last incomplete batch is dropped)
     total_steps: int  # optimiser steps of the run: all epochs, cut at max_steps
+    validation: Optional[ValidationSplit] = None  # scored every cfg.eval_every steps, on rank 0 only
 
     @classmethod
-    def build(cls, cfg: TrainConfig, backbone, artifact, types: list) -> "TrainingData":
+    def build(cls, cfg: TrainConfig, backbone, artifact, types: list, rank: int = 0) -> "TrainingData":
+        """The training split of `cfg`, and its validation split on rank 0 when the run evaluates (every
+        rank opens that file, so that a bad one stops all of them with the same line)."""
         from eiclip_core.data import FashionGen, TrainDataset  # the data stack loads only to train
 
         data = FashionGen(cfg.train)
+        val_split = FashionGen(cfg.val) if cfg.eval_every else None
         product_ids = data.products["product_id"].to_numpy()
         if not np.array_equal(np.asarray(artifact.product_ids("train")), product_ids):
             raise KitError(f"{artifact.path}: training product ids differ from the training file "
@@ -54,7 +59,8 @@ class TrainingData:
         total_steps = cfg.epochs * steps_per_epoch
         total_steps = min(total_steps, cfg.max_steps) if cfg.max_steps else total_steps
         dataset = TrainDataset(data, transform=backbone.preprocess_train, seed=cfg.seed)
-        return cls(dataset, tokens, value_ids, product_ids, steps_per_epoch, total_steps)
+        validation = ValidationSplit.load(val_split, backbone) if val_split is not None and rank == 0 else None
+        return cls(dataset, tokens, value_ids, product_ids, steps_per_epoch, total_steps, validation)
 
     def micro_batches(self, cfg: TrainConfig, epoch: int, pos: int, dist_info: D.DistInfo) -> Iterator[MicroBatch]:
         """This rank's micro-batches of `epoch` from optimiser step `pos` on, each loaded when asked for

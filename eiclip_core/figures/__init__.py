@@ -1,7 +1,8 @@
 """Every figure of the kit, and the one way to save one.
 
     data          notebooks 01 and 02: distributions, example products, entity priors
-    runs          notebooks 03 and 04 (and 05): loss curves, throughput, recall bars, retrieval examples
+    runs          notebooks 03 and 04 (and 05): loss and validation curves, throughput, recall bars,
+                  retrieval examples
     harm          notebook 01: the confounder before fine-tuning (zero-shot harm, brand swap)
     confounders   notebook 05: dictionaries before/after the EALM, text-feature maps, gates, attention,
                   the counterfactual probe, the confounding sweep
@@ -21,7 +22,7 @@ from eiclip_core.figures.confounders import (attention_figure, dictionary_figure
 from eiclip_core.figures.data import distributions_figure, example_grid, priors_figure
 from eiclip_core.figures.harm import brand_swap_figure, harm_figure
 from eiclip_core.figures.runs import (loss_curves_figure, plot_recall, recall_figure, retrieval_examples_figure,
-                                      throughput_figure)
+                                      throughput_figure, validation_curves_figure)
 
 DPI = 100
 
@@ -45,4 +46,5 @@ def save_figure(fig, reports_dir, name: str, close: bool = False) -> Path:
 __all__ = ["save_figure", "attention_figure", "dictionary_figure", "gate_figure", "probe_figure", "sweep_figure",
            "text_umap_figure", "umap_2d", "brand_swap_figure", "harm_figure", "distributions_figure", "example_grid",
            "priors_figure",
-           "loss_curves_figure", "plot_recall", "recall_figure", "retrieval_examples_figure", "throughput_figure"]
+           "loss_curves_figure", "plot_recall", "recall_figure", "retrieval_examples_figure", "throughput_figure",
+           "validation_curves_figure"]

@@ -1,4 +1,5 @@
-"""Figures of notebooks 03 (training) and 04 (evaluation); the retrieval examples also serve notebook 05."""
+"""Figures of notebooks 03 (training: losses, validation recall, throughput) and 04 (evaluation); the
+retrieval examples also serve notebook 05."""
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -19,6 +20,25 @@ def loss_curves_figure(logs: pd.DataFrame):
         ax.set_title(title)
         ax.set_xlabel("optimiser step")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def validation_curves_figure(logs: pd.DataFrame):
+    """Validation mean recall (full protocol, percent; log.csv's val_mean) against the optimiser step, one
+    line per run with a marker at each evaluation (logs as above). Runs trained with eval_every = 0 have
+    no points; when no run has any, the panel says so."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    scored = (logs if "val_mean" in logs else logs.assign(val_mean=float("nan"))).dropna(subset=["val_mean"])
+    for (row, s), g in scored.groupby(["row", "seed"]):
+        ax.plot(g["step"], g["val_mean"], marker="o", label=f"{row} seed{s}")
+    if scored.empty:
+        ax.text(0.5, 0.5, "no validation recall in these logs (trained with eval_every = 0)", ha="center",
+                transform=ax.transAxes)
+    else:
+        ax.legend(fontsize=8)
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("validation mean recall (%)")
     fig.tight_layout()
     return fig
 
