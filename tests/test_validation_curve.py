@@ -17,18 +17,7 @@ from eiclip_core.io import write_json
 from eiclip_core.run_directory import LOG_FIELDS, VAL_FIELDS
 from eiclip_core.train import lr_factor, train, train_step
 from test_train import _train_argv, assert_same_weights, cfg_for, final_state, prepared
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """The smoke data set (256 training, 128 validation products) and its mined entity artifact."""
-    from eiclip_core.entities import mine_dataset
-    from eiclip_core.synth import generate
-
-    out = tmp_path_factory.mktemp("smoke")
-    paths = generate(out, profile="smoke", seed=0)
-    mine_dataset(paths["train"], paths["validation"], out / "entities.json", progress=False)
-    return out
+from test_train import data  # noqa: F401  (fixture: the smoke data set, 128 validation products, and its entities)
 
 
 def evaluating(data, out, **kw) -> TrainConfig:
