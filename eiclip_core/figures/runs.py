@@ -5,6 +5,7 @@ import textwrap
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 LOSS_COLUMNS = (("loss", "total loss"), ("loss_itc", "L_itc"), ("loss_ent", "L_ent (EALM rows)"))
 
@@ -37,6 +38,7 @@ def validation_curves_figure(logs: pd.DataFrame):
                 transform=ax.transAxes)
     else:
         ax.legend(fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("validation mean recall (%)")
     fig.tight_layout()
