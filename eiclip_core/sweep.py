@@ -58,6 +58,7 @@ def train_config(profile: Profile, out: "Path | None", row: str, seed: int, devi
     return TrainConfig(**paths, row=row, backbone=profile.backbone,
                        pretrained=profile.pretrained, seed=seed, epochs=max(1, profile.sweep_epochs),
                        max_steps=sweep_steps(profile), batch_size=profile.batch_size, lr=profile.lr,
+                       new_module_lr_scale=profile.new_module_lr_scale,
                        warmup_steps=min(profile.warmup_steps, sweep_steps(profile) // 4), device=device)
 
 
