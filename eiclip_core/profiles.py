@@ -56,7 +56,7 @@ PROFILES = {
         sweep_products=(128, 64), sweep_epochs=1, harm_data_seeds=(0, 1), swap_queries=64,
     ),
     # 92 optimiser steps (2 x 3000 // 64): validation recall at steps 23, 46, 69 and 92; one evaluation of
-    # the 600 products costs about 4 training steps (bench/validation.py), so about 17 % more time
+    # the 600 products cost about 4 training steps on a busy 2-core CPU (bench/validation.py): ~17 % more time
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
         rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=2, batch_size=64,

@@ -46,8 +46,8 @@ class ValidationSplit:
 
     @classmethod
     def load(cls, split, backbone) -> "ValidationSplit":
-        """`split`: an open FashionGen. Called before training seeds its RNG (train.prepare), and the eval
-        preprocess draws nothing anyway."""
+        """`split`: an open FashionGen. Called in train.prepare before the training RNG is seeded (and the
+        eval preprocess draws nothing anyway)."""
         from eiclip_core.data import EvalDataset
 
         dataset = EvalDataset(split, backbone.preprocess_val, views="first")
