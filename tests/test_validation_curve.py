@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from eiclip_core.config import TrainConfig
 from eiclip_core.distributed import DistInfo
