@@ -77,7 +77,9 @@ def test_successful_notebook_lands_in_reports(tmp_path):
 
 def test_seed_override_moves_every_seed_and_gets_its_own_folders():
     profile = get_profile("quick", seed=7)
-    assert profile.data_seed == 7 and profile.seeds == (7, 8)
+    assert profile.data_seed == 7 and profile.seeds == (7, 8) and profile.harm_data_seeds == (7, 8, 9)
+    science = get_profile("science", seed=7)
+    assert science.sweep_data_seeds == (7, 8) and science.sweep_seeds == (7, 8, 9)
     data_dir, reports_dir = pipeline.default_dirs(profile, seed=7)
     assert str(data_dir) == "data/quick-seed7" and str(reports_dir) == "reports/quick-seed7"
 
