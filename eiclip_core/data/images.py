@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 WHITE = (255, 255, 255)
+ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose follows
 
 
 def draft_size(image_size: tuple, size: int) -> tuple:
@@ -40,12 +41,24 @@ def draft_size(image_size: tuple, size: int) -> tuple:
     return tuple(max(1, -(-side * size // longer)) for side in image_size)
 
 
+def scaled_size(width: int, height: int, size: int) -> tuple:
+    """(w, h) of a width x height image with its longer side scaled to `size`, rounded as ImageOps.pad does."""
+    if width > height:
+        return size, round(height / width * size)
+    if width < height:
+        return round(width / height * size), size
+    return size, size
+
+
 def square_image(path, size: int) -> np.ndarray:
     """The image at `path` as uint8 (size, size, 3): longer side scaled to `size`, padded with white.
 
     Raises whatever Pillow raises for a missing, truncated or unrecognised file.
     """
     with Image.open(path) as im:
+        width, height = im.size
+        if im.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # exif_transpose turns these a quarter
+            width, height = height, width
         im.draft("RGB", draft_size(im.size, size))  # JPEG: decoded at 1/2, 1/4 or 1/8 when that is enough
         im = ImageOps.exif_transpose(im)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -54,6 +67,9 @@ def square_image(path, size: int) -> np.ndarray:
             im.paste(rgba, mask=rgba.getchannel("A"))
         else:
             im = im.convert("RGB")
+        # scaled to the size the full image would get (a draft's sides are rounded up, its aspect
+        # ratio is not quite the image's), then centred by pad, which has nothing left to scale
+        im = im.resize(scaled_size(width, height, size), Image.Resampling.BICUBIC)
         square = ImageOps.pad(im, (size, size), method=Image.Resampling.BICUBIC, color=WHITE)
         return np.asarray(square, dtype=np.uint8)
 
