@@ -176,7 +176,8 @@ def load_products(tasks, processes: int = 1, chunksize: int = 4, in_flight: int 
 
     processes=1 decodes in this process (the plain loop that bench/import.py compares against);
     more uses a pool of forked workers with at most `in_flight` images (or one product's, if more)
-    decoded ahead.
+    decoded ahead; its `images` are valid until the next result is asked for (the consumer copies
+    them, as FashionGenWriter.add does).
     """
     tasks = list(tasks)  # (index, paths, size): small; the largest product sets the least ring size
     if processes <= 1 or not tasks:
@@ -184,13 +185,18 @@ def load_products(tasks, processes: int = 1, chunksize: int = 4, in_flight: int 
         return
     n_slots = max([in_flight or 8 * processes * chunksize] + [len(paths) for _, paths, _ in tasks])
     ring = _SlotRing(n_slots, tasks[0][2])
+    # a product's views are copied out of the ring into this array, reused: no view of the ring outlives
+    # it (see _SlotRing.close), and no new array (and its page faults) per product
+    out = np.empty((max(len(paths) for _, paths, _ in tasks),) + ring.images.shape[1:], np.uint8)
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = multiprocessing.get_context(method).Pool(processes, initializer=_start_worker,
                                                     initargs=(ring.memory, ring.images.shape))
     try:
         for result in pool.imap(load_product, ring.feed(tasks), chunksize=chunksize):
-            if result.slots:  # copied out: no view of the ring outlives it (see _SlotRing.close)
-                result = ProductImages(result.index, ring.images[slice(*result.slots)].copy())
+            if result.slots:
+                start, stop = result.slots
+                np.copyto(out[:stop - start], ring.images[start:stop])
+                result = ProductImages(result.index, out[:stop - start])
             yield result
             ring.give_back()
         pool.close()
