@@ -8,20 +8,7 @@ import torch
 
 from eiclip_core.errors import KitError
 from eiclip_core.metrics import as_embeddings, count_beaten, exact_float32, metric_keys, recalls
-
-
-SAMPLE100_NEGATIVES = 100  # negatives per query; with the positive, 101 candidates
-
-
-def sample100_unmeasurable(n_products: int, n_negatives: int = SAMPLE100_NEGATIVES) -> "str | None":
-    """Why sample-100 cannot be measured on a split of n_products (None when it can).
-
-    Each query needs itself and n_negatives other products; with fewer, a number computed anyway would
-    rank among fewer candidates and read as the protocol's while being easier, so it is not measured."""
-    if n_products >= n_negatives + 1:
-        return None
-    return (f"{n_products} validation products, fewer than the {n_negatives + 1} candidates each query needs "
-            "(import more products or raise --val-fraction)")
+from eiclip_core.sample100_size import SAMPLE100_NEGATIVES, sample100_unmeasurable  # noqa: F401 (re-exported)
 
 
 def sample100_candidates(pids, subcategories, n_queries=1000, n_negatives=SAMPLE100_NEGATIVES, seed=0, repeat=0):

@@ -9,18 +9,21 @@ import csv
 import hashlib
 import json
 import multiprocessing
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from eiclip_core.cli import main
 from eiclip_core.data import FashionGen
 from eiclip_core.data.check import check_file
-from eiclip_core.data.images import square_image
+from eiclip_core.data.images import draft_size, load_products, square_image
 from eiclip_core.data.importer import ImportSettings, import_catalog
 from eiclip_core.data.latin1 import TextPolicy
 from eiclip_core.errors import KitError
@@ -267,6 +270,80 @@ def test_images_are_scaled_and_padded_on_white(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
     flat = square_image(tmp_path / "half.png", 10)
     assert (flat[:, 0] == 255).all() and (flat[:, -1] == [0, 0, 255]).all()
+
+
+def photo(path: Path, size=(300, 450), orientation=None) -> Path:
+    """A product-shot-like JPEG (shaded shape on white, with noise), optionally with an EXIF orientation."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    body = ((x - w / 2) / (0.3 * w)) ** 2 + ((y - h / 2) / (0.4 * h)) ** 2 < 1
+    shade = 0.75 + 0.25 * np.sin(x / 6) * np.cos(y / 9)
+    pixels = np.where(body[..., None], np.array([200, 60, 40]) * shade[..., None], 255.0)
+    pixels += np.random.default_rng(0).normal(0, 6, (h, w, 3))
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90, exif=exif)
+    return path
+
+
+def full_decode_square(path: Path, size: int) -> np.ndarray:
+    """The policy applied to the full-resolution decode (what square_image gave before draft mode)."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        return np.asarray(ImageOps.pad(im, (size, size), method=Image.Resampling.BICUBIC, color=(255, 255, 255)))
+
+
+def test_jpegs_decoded_at_a_reduced_scale_match_the_full_decode(tmp_path):
+    # draft mode reduces as far as the longer side allows: 750 -> 375 for 256, 3000 -> 375 (1/8)
+    for (w, h), size, decoded in (((500, 750), 256, (250, 375)), ((3000, 2000), 256, (375, 250)),
+                                  ((300, 450), 64, (75, 113)), ((257, 300), 256, (257, 300))):
+        Image.new("RGB", (w, h)).save(tmp_path / "d.jpg")
+        with Image.open(tmp_path / "d.jpg") as im:
+            im.draft("RGB", draft_size(im.size, size))
+            assert im.size == decoded
+    # the same size, centring and padding as the full decode; pixels within a small tolerance (the
+    # reduced decode samples the image slightly differently: single pixels on sharp edges differ most)
+    for orientation in (None, 6):
+        path = photo(tmp_path / f"p{orientation}.jpg", orientation=orientation)
+        for size in (64, 100, 128):
+            reduced, full = square_image(path, size).astype(int), full_decode_square(path, size).astype(int)
+            white = (full == 255).all(axis=2)
+            assert ((reduced == 255).all(axis=2) == white)[:, [0, -1]].all()  # the same white bands
+            assert np.abs(reduced - full).mean() < 1.5 and np.percentile(np.abs(reduced - full), 99) < 20
+        assert (square_image(path, 256) == full_decode_square(path, 256)).all()  # 450 px: no reduction
+
+
+def test_pool_results_match_the_one_process_loop_whatever_the_ring_size(tmp_path):
+    paths = [jpeg(tmp_path / f"{i}.jpg", COLOURS[i % 5], size=(20 + i, 30)) for i in range(12)]
+    views = [1, 3, 2, 5, 1, 1, 4, 2, 1, 3]  # 5 views: more than the ring of 3 slots holds
+    tasks, start = [], 0
+    for k, n in enumerate(views):
+        tasks.append((k, paths[start % 12:start % 12 + n] or paths[:n], 16))
+        start += n
+    tasks[6] = (6, [tasks[6][1][0], tmp_path / "missing.jpg"], 16)  # a bad product in the middle
+    one = list(load_products(tasks, processes=1))
+    pooled = [(r.index, None if r.images is None else r.images.copy(), r.problem)
+              for r in load_products(tasks, processes=2, chunksize=1, in_flight=3)]
+    assert [r.index for r in one] == [index for index, _, _ in pooled] == list(range(len(views)))
+    for r, (_, images, problem) in zip(one, pooled):
+        assert r.problem == problem
+        assert (r.images is None and images is None) or (r.images == images).all()
+    assert one[6].problem == "image file not found" and one[3].images.shape == (5, 16, 16, 3)
+    assert multiprocessing.active_children() == []
+
+
+def test_import_does_not_load_torch(tmp_path):
+    # torch at the end of an import (the sample-100 warning) was a ~470 MiB peak of the importer
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    code = ("import sys; from eiclip_core.cli import main; "
+            f"code = main(['import-catalog', {str(table)!r}, '--images', {str(images)!r}, '--map', {str(mapping)!r}, "
+            f"'--out', {str(tmp_path / 'out')!r}, '--image-size', '16', '--val-fraction', '0.34']); "
+            "sys.exit(code or ('torch' in sys.modules and 'torch imported'))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout's package
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "sample-100 will not be measured" in done.stdout and (tmp_path / "out" / "validation.h5").exists()
 
 
 def test_text_policy_keeps_latin1_and_replaces_or_drops_the_rest():
