@@ -30,7 +30,7 @@ class Profile:
     max_steps: int = 0  # stop after this many optimiser steps (0 = run all epochs)
     batch_size: int = 64
     lr: float = 5e-5
-    new_module_lr_scale: float = 1.0  # lr of the modules EI-CLIP adds = lr x this (TrainConfig)
+    new_module_lr_scale: float = 100.0  # lr of the modules EI-CLIP adds = lr x this (TrainConfig's default)
     warmup_steps: int = 100
     eval_every: int = 0  # validation recall in log.csv every N optimiser steps and at the last (0 = off)
     # evaluation
