@@ -285,7 +285,7 @@ def _sweep_verdict(gains: list) -> str:
 
 def read_sweep(n: dict) -> str:
     """n: profile, knobs, pairs (fewest (data seed, training seed) pairs at a knob), rows (mean recall per
-    knob and row with std and n), harm (per row, highest knob - lowest), gains (per knob: gain, std, n,
+    knob and row with std and n), harm (per row, lowest knob - highest: points lost to the confounder), gains (per knob: gain, std, n,
     wins, losses, p), prone (per knob, type and status: gain). One line per knob, the harm, the verdict."""
     if not n["knobs"]:
         return f"profile {n['profile']}: no confounding sweep (the real data has no knob)."
@@ -301,7 +301,8 @@ def read_sweep(n: dict) -> str:
     if n["harm"] and n["harm"][0]["high"] > n["harm"][0]["low"]:
         h0 = n["harm"][0]
         harm = ", ".join(f"{h['row']} {_spread(h['harm'], h['std'], sign='+')}" for h in n["harm"])
-        lines.append(f"confounding harm (knob {h0['high']:g} - knob {h0['low']:g}, points): {harm}.")
+        lines.append(f"confounding harm (knob {h0['low']:g} - knob {h0['high']:g}: recall points lost to the "
+                     f"confounder): {harm}.")
     if n["pairs"] >= MIN_PAIRS and len(n["gains"]) > 1:
         lines.append(_sweep_verdict(n["gains"]))
     return "\n".join(lines)

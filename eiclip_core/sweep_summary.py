@@ -2,7 +2,7 @@
 confounder is, and not where it is not?), from the tables of eiclip_core.sweep.run_sweep.
 
     recall_table    per knob and row: mean recall, its spread (std over every run) and n runs
-    harm_table      per row: the confounding harm, highest knob minus lowest (knob 1 - knob 0), paired
+    harm_table      per row: the confounding harm, lowest knob minus highest (knob 0 - knob 1), paired
                     over runs of the same data seed and training seed (the same draw with the knob moved)
     gain_table      per knob: EI-CLIP - CLIP-FT paired over (data seed, training seed), its spread, the
                     runs each model wins, and a paired t-test (scipy.stats.ttest_rel) from MIN_PAIRS pairs
@@ -58,14 +58,15 @@ def recall_table(recalls: pd.DataFrame) -> pd.DataFrame:
 
 
 def harm_table(recalls: pd.DataFrame) -> pd.DataFrame:
-    """Per row: mean recall at the highest knob minus the lowest, paired over (data seed, training seed)."""
+    """Per row: the confounding harm, mean recall at the lowest knob (the control) minus the highest, paired
+    over (data seed, training seed): points the confounder costs, positive = harm, as notebook 01's."""
     low, high = recalls["confounding"].min(), recalls["confounding"].max()
     rows = []
     for row in _row_order(recalls):
         runs = recalls[recalls["row"] == row]
         both = pd.concat([_pairs(runs[runs["confounding"] == low]), _pairs(runs[runs["confounding"] == high])],
                          axis=1, join="inner")
-        s = paired(both.iloc[:, 0], both.iloc[:, 1])
+        s = paired(both.iloc[:, 1], both.iloc[:, 0])  # low - high
         rows.append({"row": row_label(row), "low": low, "high": high, "harm": s["mean"], "std": s["std"],
                      "n": s["n"], "p": s["p"]})
     return pd.DataFrame(rows)

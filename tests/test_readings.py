@@ -187,7 +187,8 @@ def test_sweep_reading_calls_beyond_the_spread_only_when_the_paired_test_says_so
     assert "EI-CLIP beats CLIP-FT beyond the spread at knob 1 and not at knob 0, as its premise predicts" in line
     assert "knob 0 (control):" in line and "EI-CLIP ahead in 6 of 6: beyond the spread, EI-CLIP ahead" in line
     assert "brand +3.07 vs +2.07" in line  # the prone queries' gain beside the rest's, at knob 1
-    assert "confounding harm (knob 1 - knob 0, points): CLIP zero-shot -3.00 ± 0.00, CLIP-FT -4.00 ± 0.00" in line
+    assert ("confounding harm (knob 0 - knob 1: recall points lost to the confounder): CLIP zero-shot +3.00 ± 0.00, "
+            "CLIP-FT +4.00 ± 0.00") in line
     found = sweep_reading({0.0: control, 1.0: noise})
     assert "does NOT beat CLIP-FT beyond the spread at knob 1" in found and "that is the finding" in found
     assert "beyond the spread, EI-CLIP" not in found
@@ -297,8 +298,8 @@ def _check_examples(n):
 
 
 def _check_sweep(n):
-    """Each knob's gain is EI-CLIP's mean minus CLIP-FT's (every run paired), each harm the row's highest-knob
-    mean minus its lowest; no p below 3 pairs; wins and losses add up to at most the pairs."""
+    """Each knob's gain is EI-CLIP's mean minus CLIP-FT's (every run paired), each harm the row's lowest-knob
+    mean minus its highest; no p below 3 pairs; wins and losses add up to at most the pairs."""
     rows = {(r["confounding"], r["row"]): r for r in n["rows"]}
     assert n["knobs"] == sorted(n["knobs"]) == [g["confounding"] for g in n["gains"]]
     for g in n["gains"]:
@@ -307,7 +308,7 @@ def _check_sweep(n):
         assert g["gain"] == pytest.approx(second["mean"] - first["mean"], abs=1e-5)
         assert (g["p"] is None) or (g["n"] >= 3 and 0 <= g["p"] <= 1)
     for h in n["harm"]:
-        assert h["harm"] == pytest.approx(rows[(h["high"], h["row"])]["mean"] - rows[(h["low"], h["row"])]["mean"],
+        assert h["harm"] == pytest.approx(rows[(h["low"], h["row"])]["mean"] - rows[(h["high"], h["row"])]["mean"],
                                           abs=1e-5)
 
 

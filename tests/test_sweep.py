@@ -58,7 +58,7 @@ def test_one_pair_is_not_tested_and_the_reading_says_so():
     gain = summary["gain"].set_index("confounding")
     assert gain.loc[1.0, "gain"] == 2.0 and gain.loc[1.0, "n"] == 1 and gain["p"].isna().all()
     harm = summary["harm"].set_index("row")
-    assert harm.loc["CLIP-FT", "harm"] == -5.0 and harm.loc["EI-CLIP", "harm"] == pytest.approx(-3.5)
+    assert harm.loc["CLIP-FT", "harm"] == 5.0 and harm.loc["EI-CLIP", "harm"] == pytest.approx(3.5)
     line = readings.read_sweep(readings.sweep_numbers("quick", summary))
     assert "profile quick is the small, one-seed version of `science`" in line
     assert "no paired test is possible with one pair" in line and line.count("not tested (fewer than 3 pairs)") == 2
