@@ -13,6 +13,7 @@ not the training seed, so the spread over training seeds is not mixed with a dif
 """
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import warnings
@@ -315,6 +316,7 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
             key = {"checkpoint": ckpt_hash}
             load = lambda d=run_dir: load_run(d, device)[:2]  # noqa: E731
             shown_dir = str(run_dir)
+        load = functools.cache(load)  # loaded at most once: for the embeddings and again for notebook 04's probe
         emb = cached_embeddings(load, key, split, cache, device, batch_size=batch_size)
         embeddings[(row, run_seed)], loaders[(row, run_seed)] = emb, load
         scored = evaluate_embeddings(emb, pids, products["subcategory"].to_numpy(), protocols,

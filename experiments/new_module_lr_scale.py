@@ -11,6 +11,7 @@ the quick recipe, and prints for each: validation mean recall at steps 16, 32 an
 """
 import argparse
 import csv
+import dataclasses
 import os
 from pathlib import Path
 
@@ -40,8 +41,7 @@ def run(profile, data: Path, out: Path, row: str, scale: float) -> Path:
     for name in ("train.h5", "validation.h5", "entities.json", "ground_truth.json"):
         if not (out / name).exists():
             os.symlink((data / name).resolve(), out / name)
-    cfg = profile_config(profile, out, row, SEED, device="cpu")
-    cfg.new_module_lr_scale = scale
+    cfg = dataclasses.replace(profile_config(profile, out, row, SEED, device="cpu"), new_module_lr_scale=scale)
     if not (Path(cfg.out) / "done.json").exists():
         train(cfg, progress=True)
     return Path(cfg.out)
