@@ -66,6 +66,17 @@ def test_umap_same_seed_same_coordinates():
     assert not np.array_equal(a, figures.umap_2d(x, seed=4))
 
 
+def test_umap_keeps_clusters_apart():
+    """The map is drawn from the points' neighbours: two directions far apart stay two groups."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:2] * 5
+    x = unit_rows(np.concatenate([c + rng.normal(size=(30, 8)) * 0.3 for c in centres])).astype(np.float32)
+    xy = figures.umap_2d(x, seed=0, n_neighbors=10)
+    gaps = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(60) * 1e9
+    group = np.repeat([0, 1], 30)
+    assert (group[gaps.argmin(axis=1)] == group).all()
+
+
 def test_dictionary_figure_has_its_labels(tmp_path, assert_whole_png):
     rng = np.random.default_rng(0)
     values = {"brand": ["olive", "arrow", "zorblax", "other"], "fit": ["slim", "relaxed", "other"]}

@@ -1,7 +1,9 @@
 """Figures of notebook 05: the confounder made visible (METHOD.md sections 1, 3 to 6).
 
-UMAP (umap-learn) is imported once per process (its numba compile costs ~15 s on 2 cores the first
-time) and always run with a fixed random_state and n_jobs=1, so the same seed draws the same picture.
+UMAP (umap-learn) is imported once per process and always run with a fixed random_state and n_jobs=1,
+so the same seed draws the same picture. Its neighbours come from scikit-learn's exact search (a
+dependency of umap-learn), handed over as `precomputed_knn`: umap-learn's own exact search for small
+inputs is numba code compiled on first use, about 12 s of a smoke run's notebook 05 on 2 cores.
 """
 import textwrap
 import warnings
@@ -26,11 +28,15 @@ def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, metric: str = "
         import umap
 
         _UMAP = umap.UMAP
+    from sklearn.neighbors import NearestNeighbors
+
     x = np.asarray(x, dtype=np.float32)
+    k = max(2, min(n_neighbors, len(x) - 1))
+    distances, indices = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute").fit(x).kneighbors(x)
     with warnings.catch_warnings():  # tiny inputs make umap warn about its spectral init; harmless
         warnings.simplefilter("ignore")
-        reducer = _UMAP(n_components=2, n_neighbors=max(2, min(n_neighbors, len(x) - 1)), metric=metric,
-                        min_dist=0.1, random_state=seed, n_jobs=1)
+        reducer = _UMAP(n_components=2, n_neighbors=k, metric=metric, min_dist=0.1, random_state=seed, n_jobs=1,
+                        precomputed_knn=(indices, distances.astype(np.float32), None))
         return reducer.fit_transform(x).astype(np.float32)
 
 
