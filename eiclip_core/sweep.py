@@ -105,13 +105,14 @@ def sweep_points(profile: Profile) -> list[Point]:
             for row in ROWS for k in ((None,) if row == ZERO_SHOT else profile.sweep_seeds)]
 
 
-def _data(profile: Profile, out: Path, confounding: float, data_seed: int) -> None:
-    """Generate the point's data and mine its entities unless both are already there."""
+def generate_and_mine(profile: Profile, out: Path, confounding: float, data_seed: int, sizes=None) -> None:
+    """Generate a draw of (train, validation) products, the sweep's sizes unless `sizes` is given, and mine
+    its entities, unless both are already there (also used by experiments/method_switches.py)."""
     from eiclip_core.entities.mine import mine_dataset
     from eiclip_core.synth import generate_unless_present
 
     generated = generate_unless_present(out, profile.name, data_seed, confounding, profile.image_size,
-                                        *profile.sweep_products)
+                                        *(sizes or profile.sweep_products))
     if generated or not layout.entities_file(out).exists():
         mine_dataset(layout.split_file(out, "train"), layout.split_file(out, "validation"),
                      layout.entities_file(out), progress=False)
@@ -170,7 +171,7 @@ def run_point(profile: Profile, folder: Path, point: Point, device="cpu") -> dic
     from eiclip_core.loading import load_run, zero_shot
 
     out = point_dir(folder, point.confounding, point.data_seed)
-    _data(profile, out, point.confounding, point.data_seed)
+    generate_and_mine(profile, out, point.confounding, point.data_seed)
     entities = layout.entities_file(out)
     if point.row == ZERO_SHOT:
         identity = {"zero_shot": profile.backbone, "pretrained": profile.pretrained,

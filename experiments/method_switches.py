@@ -18,13 +18,12 @@ import os
 from pathlib import Path
 
 import eiclip_core  # noqa: F401  (offline environment)
-from eiclip_core import confounders, layout
+from eiclip_core import confounders
 from eiclip_core.analysed_runs import load_analysed_runs
 from eiclip_core.config import profile_config
-from eiclip_core.entities.mine import mine_dataset
 from eiclip_core.profiles import get_profile
 from eiclip_core.runtime import resolve_device
-from eiclip_core.synth import generate_unless_present
+from eiclip_core.sweep import generate_and_mine
 
 SEED = 7  # neither a data seed nor a training seed of any reported table
 
@@ -44,13 +43,6 @@ VARIANTS = {
 DEFAULT_VARIANTS = ["default", "hard", "all", "typed", "lambda0", "lambda2", "no-ealm", "no-intervention"]
 
 
-def data_set(profile, out: Path) -> None:
-    generate_unless_present(out, profile.name, SEED, 1.0, profile.image_size)
-    if not layout.entities_file(out).exists():
-        mine_dataset(layout.split_file(out, "train"), layout.split_file(out, "validation"),
-                     layout.entities_file(out), progress=False)
-
-
 def run(profile, data: Path, out: Path, row: str, model: dict, scale: float) -> Path:
     """One training run into out/runs/<row>/seed7 (reused when finished); its data files linked from `data`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -68,8 +60,8 @@ def run(profile, data: Path, out: Path, row: str, model: dict, scale: float) -> 
 
 def validation_curve(run_dir: Path) -> dict:
     """{step: validation mean recall} of a run's log.csv."""
-    return {int(r["step"]): float(r["val_mean"]) for r in csv.DictReader(open(run_dir / "log.csv"))
-            if r.get("val_mean")}
+    with open(run_dir / "log.csv", newline="") as f:
+        return {int(r["step"]): float(r["val_mean"]) for r in csv.DictReader(f) if r.get("val_mean")}
 
 
 def module_readings(folder: Path, model: dict) -> list:
@@ -92,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     profile = get_profile(args.profile)
     data = args.out / "data"
-    data_set(profile, data)
+    generate_and_mine(profile, data, 1.0, SEED, sizes=(profile.n_train_products, profile.n_val_products))
     clip_ft = validation_curve(run(profile, data, args.out / "clip-ft", "clip-ft", {}, 1.0))
     table = [("CLIP-FT", "the reference: no intervention, no EALM", clip_ft)]
     for name in args.variants:
