@@ -6,7 +6,7 @@ and that writes the run's files.
     .lock          held (fcntl.flock) by the process training in the directory; names its pid
     log.csv        one row per optimiser step (LOG_FIELDS; with eval_every on, VAL_FIELDS too, filled at
                    the evaluated steps and empty at the others)
-    checkpoints/   {epoch_<k>,step_<n>}.pt: resume points (train.RunState payloads)
+    checkpoints/   {epoch_<k>,step_<n>}.pt: resume points (train.RunState payloads), none at the last step
     final.pt       the trained model (read back by eiclip_core.loading.load_run)
     done.json      device, world size, seconds, steps, throughput, the checkpoint resumed from
 

@@ -284,8 +284,9 @@ def train_loop(state: RunState, data: TrainingData, loss_fn: EICLIPLoss, run: Ru
                dist_info: D.DistInfo, progress: bool) -> None:
     """Epochs of optimiser steps from `state` on, logging each step (with the validation recall every
     `eval_every` steps and at the last, scored on rank 0 while the other ranks wait at the next step's
-    collectives) and checkpointing every `checkpoint_every` steps, at each epoch end and where
-    max_steps stops the run."""
+    collectives) and checkpointing every `checkpoint_every` steps and at each epoch end. The last step
+    writes no resume checkpoint (a model and optimiser state of ~270 MB on the default backbone): the
+    caller writes final.pt at once, and a finished run is reused, never resumed."""
     # disable only when asked; otherwise leave tqdm's default, which TQDM_DISABLE=1 can switch off
     quiet = {} if progress and dist_info.is_main else {"disable": True}
     bar = tqdm(total=data.total_steps, initial=state.step, desc=f"{cfg.row} seed{cfg.seed}", dynamic_ncols=True,
@@ -312,10 +313,9 @@ def train_loop(state: RunState, data: TrainingData, loss_fn: EICLIPLoss, run: Ru
                 t0 = time.perf_counter()  # throughput counts training, not checkpoint writes
         if state.pos == data.steps_per_epoch:
             state.epoch, state.pos = state.epoch + 1, 0
-            state.save(run, f"epoch_{state.epoch}.pt", cfg, dist_info)
+            if state.step < data.total_steps and state.epoch < cfg.epochs:
+                state.save(run, f"epoch_{state.epoch}.pt", cfg, dist_info)
     bar.close()
-    if state.pos:  # stopped mid-epoch by max_steps: keep a resumable point too
-        state.save(run, f"step_{state.step}.pt", cfg, dist_info)
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -1,4 +1,8 @@
 """Figures (eiclip_core.figures): each carries its labels, and `save_figure` writes whole PNGs atomically."""
+import subprocess
+import sys
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -64,6 +68,22 @@ def test_umap_same_seed_same_coordinates():
     assert a.shape == (60, 2)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, figures.umap_2d(x, seed=4))
+
+
+def test_umap_kernels_are_cached_on_disk_and_a_new_process_draws_the_same_map(tmp_path):
+    """umap-learn's numba kernels are compiled once per environment, not once per process: after a fit
+    their machine code is in numba's cache, and a fresh process (which loads it) draws the same map."""
+    import umap.umap_
+
+    x = unit_rows(np.random.default_rng(0).normal(size=(60, 8))).astype(np.float32)
+    here = figures.umap_2d(x, seed=3)
+    cache = Path(umap.umap_.smooth_knn_dist._cache.cache_path)
+    assert list(cache.glob("*smooth_knn_dist-*.nbi")) and list(cache.glob("*smooth_knn_dist-*.nbc"))
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np; from eiclip_core.figures import umap_2d; "
+            "np.save(sys.argv[1], umap_2d(np.load(sys.argv[2]), seed=3))")
+    subprocess.run([sys.executable, "-c", code, tmp_path / "there.npy", tmp_path / "x.npy"], check=True, timeout=300)
+    np.testing.assert_array_equal(np.load(tmp_path / "there.npy"), here)
 
 
 def test_umap_keeps_clusters_apart():

@@ -160,7 +160,8 @@ def test_run_directory_and_safe_loading(run_a, data):
     assert lines[0] == "step,epoch,loss,loss_itc,loss_ent,lr,logit_scale,samples_per_s" and len(lines) == 3
     done = json.loads((run_a / "done.json").read_text())
     assert done["steps"] == 2 and done["device"] == "cpu"
-    ckpt = torch.load(run_a / "checkpoints" / "step_2.pt", weights_only=True)["payload"]
+    assert not (run_a / "checkpoints" / "step_2.pt").exists()  # the last step leaves final.pt, no resume point
+    ckpt = torch.load(run_a / "checkpoints" / "step_1.pt", weights_only=True)["payload"]
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "step", "epoch", "pos"} <= set(ckpt)
     model, backbone, cfg = load_run(run_a)
     assert cfg == cfg_for(data, run_a, checkpoint_every=1)

@@ -82,7 +82,8 @@ def test_resumed_run_writes_the_same_log_as_an_unbroken_one(scored, data, tmp_pa
     the rows after step 1 are written again, validation recall included."""
     killed = tmp_path / "killed"
     shutil.copytree(scored, killed)
-    for name in ("final.pt", "done.json", "checkpoints/step_2.pt", "checkpoints/step_3.pt"):
+    assert not (killed / "checkpoints" / "step_3.pt").exists()  # the last step leaves final.pt only
+    for name in ("final.pt", "done.json", "checkpoints/step_2.pt"):
         (killed / name).unlink()
     record = json.loads((killed / "config.json").read_text())
     write_json(killed / "config.json", {**record, "config": {**record["config"], "out": str(killed)}})  # moved

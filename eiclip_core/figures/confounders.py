@@ -5,7 +5,12 @@ so the same seed draws the same picture. Its neighbours come from scikit-learn's
 dependency of umap-learn), handed over as `precomputed_knn`: umap-learn's own exact search for small
 inputs is numba code compiled on first use (a fresh process's first fit: 33 s with it, 8 s without, on 2
 busy cores; smoke's dictionary cell went from 23 s to 20 s).
+
+The rest of a first fit was umap-learn compiling its other numba kernels (`parallel=True`), 12 s in every
+process. `_umap_class` turns on numba's on-disk cache for them (what `@njit(cache=True)` does), so only
+the first process on an environment compiles; later ones load the machine code (first fit 0.5 s).
 """
+import sys
 import textwrap
 import warnings
 
@@ -22,13 +27,28 @@ TYPE_COLOURS = dict(zip(("brand", "category", "subcategory", "composition", "sea
 _UMAP = None
 
 
+def _umap_class():
+    """umap.UMAP, imported once per process, with numba's disk cache on for umap-learn's kernels. The cache
+    lives where numba puts that of `cache=True` functions (umap's __pycache__, else NUMBA_CACHE_DIR or the
+    user's cache); where none is writable the kernels are compiled as before."""
+    global _UMAP
+    if _UMAP is None:
+        import umap
+        from numba.core.registry import CPUDispatcher
+
+        kernels = [f for name, module in list(sys.modules.items()) if name.split(".")[0] == "umap"
+                   for f in vars(module).values() if isinstance(f, CPUDispatcher)]
+        for kernel in kernels:
+            try:
+                kernel.enable_caching()
+            except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+                pass
+        _UMAP = umap.UMAP
+    return _UMAP
+
+
 def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, metric: str = "cosine") -> np.ndarray:
     """2-D UMAP of the rows of x (float32 (N, 2)); same seed, same coordinates (n_jobs=1)."""
-    global _UMAP
-    if _UMAP is None:  # the import compiles numba code: once per process
-        import umap
-
-        _UMAP = umap.UMAP
     from sklearn.neighbors import NearestNeighbors
 
     x = np.asarray(x, dtype=np.float32)
@@ -36,8 +56,8 @@ def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, metric: str = "
     distances, indices = NearestNeighbors(n_neighbors=k, metric=metric, algorithm="brute").fit(x).kneighbors(x)
     with warnings.catch_warnings():  # tiny inputs make umap warn about its spectral init; harmless
         warnings.simplefilter("ignore")
-        reducer = _UMAP(n_components=2, n_neighbors=k, metric=metric, min_dist=0.1, random_state=seed, n_jobs=1,
-                        precomputed_knn=(indices, distances.astype(np.float32), None))
+        reducer = _umap_class()(n_components=2, n_neighbors=k, metric=metric, min_dist=0.1, random_state=seed,
+                                n_jobs=1, precomputed_knn=(indices, distances.astype(np.float32), None))
         return reducer.fit_transform(x).astype(np.float32)
 
 
