@@ -66,9 +66,9 @@ def eval_autocast(device: torch.device):
 
 @torch.no_grad()
 def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64, num_workers: int = 0,
-                       views: str = "all") -> Embeddings:
+                       views: str = "all", progress: bool = True) -> Embeddings:
     """Encode all views (or, views="first", each product's first view) and all texts of a split: batched,
-    no grad, fp16 autocast on CUDA."""
+    no grad, fp16 autocast on CUDA. progress=False: no bars (a caller with a bar of its own, the sweep)."""
     from eiclip_core.data import EvalDataset, FashionGen
 
     device = torch.device(device)
@@ -78,13 +78,14 @@ def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64,
     dataset = EvalDataset(data_path, backbone.preprocess_val, views=views)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
+    quiet = {} if progress else {"disable": True}  # otherwise tqdm's default, which TQDM_DISABLE=1 switches off
     images = []
-    for batch, _ in tqdm(loader, desc=f"images {Path(data_path).name}", leave=False):
+    for batch, _ in tqdm(loader, desc=f"images {Path(data_path).name}", leave=False, **quiet):
         with autocast:
             images.append(model.encode_image(batch.to(device, non_blocking=True)).float().cpu())
     texts = data.products["text"].tolist()
     text_emb = []
-    for s in tqdm(range(0, len(texts), batch_size), desc="texts", leave=False):
+    for s in tqdm(range(0, len(texts), batch_size), desc="texts", leave=False, **quiet):
         tokens = backbone.tokenizer(texts[s:s + batch_size]).to(device)
         with autocast:
             text_emb.append(model.encode_text(tokens).float().cpu())
@@ -140,14 +141,15 @@ def save_cached(path, emb: Embeddings) -> None:
         np.savez(f, **emb.arrays())
 
 
-def cached_embeddings(load_model, model_key: dict, split, cache_dir, device, batch_size: int = 64) -> Embeddings:
+def cached_embeddings(load_model, model_key: dict, split, cache_dir, device, batch_size: int = 64,
+                      progress: bool = True) -> Embeddings:
     """Embeddings of `split` (an open FashionGen, whose sizes the cache must fit) from the cache, or
     extracted with `load_model() -> (model, backbone)` and cached."""
     path = Path(cache_dir) / f"emb-{cache_key(model_key, split.path, device)}.npz"
     emb = load_cached(path, split.n_rows, len(split))
     if emb is None:
         model, backbone = load_model()
-        emb = extract_embeddings(model, backbone, split.path, device, batch_size=batch_size)
+        emb = extract_embeddings(model, backbone, split.path, device, batch_size=batch_size, progress=progress)
         save_cached(path, emb)
     return emb
 

@@ -146,7 +146,8 @@ def _scored(load_model, model_key: dict, out: Path, device) -> dict:
     from eiclip_core.metrics import recalls, retrieval_ranks
 
     validation = FashionGen(layout.split_file(out, "validation"))
-    emb = cached_embeddings(load_model, model_key, validation, layout.cache_dir(out), device)
+    # no inner bars under the sweep's own: in an executed notebook they leave thousands of stderr lines
+    emb = cached_embeddings(load_model, model_key, validation, layout.cache_dir(out), device, progress=False)
     pids = validation.products["product_id"].to_numpy()
     ranks = retrieval_ranks(emb.image[emb.first_view], emb.text, pids, pids)
     artifact = load_artifact(layout.entities_file(out))
