@@ -375,6 +375,28 @@ def test_split_is_by_product_and_deterministic(tmp_path):
     assert ids["a"]["validation"] != ids["c"]["validation"]  # another seed, another split
 
 
+def test_writer_holds_no_text_in_memory_and_writes_it_back_whole(tmp_path):
+    """Memory does not grow with the catalog's text: 2000 products with 2 KB descriptions leave the writer
+    holding ids and view counts (16 bytes a product); the text waits on disk and is written back whole."""
+    import tracemalloc
+
+    from eiclip_core.data.writer import open_writer
+
+    views = np.zeros((1, 16, 16, 3), np.uint8)
+    descriptions = ["", "Caf\xe9 cr\xe8me", *(f"{k} " + "d" * 2000 for k in range(2, 2001))]
+    with open_writer(tmp_path / "t.h5", image_size=16) as w:
+        w.add(0, views, {"name": "first", "description": "opens the spill files"})
+        tracemalloc.start()
+        for pid, description in enumerate(descriptions, 1):
+            w.add(pid, views, {"name": f"product {pid}", "description": description})
+        grown = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    assert grown < 200_000  # the descriptions alone are 4 MB
+    products = FashionGen(tmp_path / "t.h5").products
+    assert products["description"].tolist() == ["opens the spill files", *descriptions]
+    assert products["name"].tolist()[-1] == "product 2001" and (products["composition"] == "").all()
+
+
 # ---------------------------------------------------------------------------------------- bad input
 
 

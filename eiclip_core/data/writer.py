@@ -5,8 +5,10 @@
 eleven text keys (N, 1) fixed-width latin-1 byte strings; `input_msrpUSD` (N, 1) float32; one row per
 image, the rows of a product contiguous. Images go to a resizable dataset chunked one row per chunk
 (the reader reads one row at a time) through a small buffer, so memory does not grow with the
-number of images; the text of a product is one short record, kept until `finish` writes the columns
-(their fixed width is the longest value, known only at the end), also in slices of rows.
+number of images. Nor with the text: a text column's fixed width is its longest value, known only at
+the end, so each value is spilled to an anonymous temporary file beside the output (`_TextSpill`) and
+read back by `finish`, which writes the columns in slices of rows. What stays in memory is a product's
+id and view count (16 bytes).
 
 The file is written under a temporary name beside the destination and renamed over it only when
 complete (eiclip_core.io.atomic_path): an interrupted or failed write leaves no half-written file.
@@ -15,7 +17,11 @@ Same products in the same order give the same bytes (no timestamps, fixed creati
     with open_writer("out/train.h5", image_size=256) as w:
         w.add(product_id=17, views=views, text={"name": "Red shirt", "description": "..."})
 """
+import array
 import contextlib
+import struct
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -33,16 +39,52 @@ def open_writer(dest, image_size: int, buffer_rows: int = 64):
 
     with atomic_path(dest) as tmp:
         # fixed creation properties and no timestamps: the same products give the same bytes
-        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
-            writer = FashionGenWriter(f, image_size, buffer_rows)
+        # no chunk cache (rdcc_nbytes=0): each image is one whole chunk, written from the buffer without a
+        # copy through HDF5's cache; what HDF5 still keeps, the chunk index's metadata, stops growing at ~16 MB
+        with (h5py.File(tmp, "w", libver="earliest", track_order=False, rdcc_nbytes=0) as f,
+              _TextSpill(Path(tmp).parent) as spill):
+            writer = FashionGenWriter(f, image_size, buffer_rows, spill)
             yield writer
             writer.finish()
+
+
+class _TextSpill:
+    """Each text key's values, in product order, as length-prefixed records in an anonymous temporary file
+    (gone when closed, or when the process dies), with the longest value's length."""
+
+    def __init__(self, folder=None):
+        self._folder = folder
+        self._files, self.width = {}, {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def add(self, key: str, value: bytes) -> None:
+        if key not in self._files:
+            self._files[key] = tempfile.TemporaryFile(dir=self._folder, buffering=1 << 20)
+            self.width[key] = 0
+        self._files[key].write(struct.pack("<I", len(value)) + value)
+        self.width[key] = max(self.width[key], len(value))
+
+    def values(self, key: str, n: int):
+        """The n values of `key` in the order added (b"" for every product when none was added)."""
+        f = self._files.get(key)
+        if f is None:
+            yield from (b"" for _ in range(n))
+            return
+        f.seek(0)
+        for _ in range(n):
+            yield f.read(struct.unpack("<I", f.read(4))[0])
 
 
 class FashionGenWriter:
     """One split file being written (see open_writer): `add` products in file order."""
 
-    def __init__(self, h5file, image_size: int, buffer_rows: int = 64):
+    def __init__(self, h5file, image_size: int, buffer_rows: int = 64, spill: _TextSpill | None = None):
         self.size = int(image_size)
         self._file = h5file
         self._images = h5file.create_dataset(
@@ -51,11 +93,12 @@ class FashionGenWriter:
         self._buffer = np.empty((buffer_rows, self.size, self.size, 3), np.uint8)
         self._buffered = 0
         self.n_rows = 0  # image rows written or buffered
-        self._products = []  # (product_id, n_views, text dict)
+        self._ids, self._views = array.array("q"), array.array("q")  # per product
+        self._text = spill if spill is not None else _TextSpill()
 
     @property
     def n_products(self) -> int:
-        return len(self._products)
+        return len(self._ids)
 
     def add(self, product_id: int, views: np.ndarray, text: dict) -> None:
         """Append one product: its views (k, P, P, 3) uint8 and its text (keys of TEXT_KEYS, latin-1)."""
@@ -71,7 +114,10 @@ class FashionGenWriter:
             self._buffer[self._buffered] = view
             self._buffered += 1
         self.n_rows += len(views)
-        self._products.append((int(product_id), len(views), text))
+        self._ids.append(int(product_id))
+        self._views.append(len(views))
+        for field, key in TEXT_KEYS.items():
+            self._text.add(key, text.get(field, "").encode("latin-1"))
 
     def _flush(self) -> None:
         start = self._images.shape[0]
@@ -83,21 +129,21 @@ class FashionGenWriter:
         """Write the last images and every per-row column (called by open_writer)."""
         if self._buffered:
             self._flush()
-        views = np.array([k for _, k, _ in self._products], dtype=np.int64)
-        ids = np.repeat(np.array([p for p, _, _ in self._products], dtype=np.int64), views)
+        views = np.frombuffer(self._views, dtype=np.int64)
+        ids = np.repeat(np.frombuffer(self._ids, dtype=np.int64), views)
         id_dtype = np.int32 if ids.size == 0 or np.abs(ids).max() < 2 ** 31 else np.int64
         put = lambda key, arr: self._file.create_dataset(key, data=arr, track_times=False)  # noqa: E731
         put("input_productID", ids.astype(id_dtype).reshape(-1, 1))
-        for field, key in TEXT_KEYS.items():
-            self._put_strings(key, [t.get(field, "").encode("latin-1") for _, _, t in self._products], views)
+        for key in TEXT_KEYS.values():
+            self._put_strings(key, self._text.values(key, len(views)), views)
         put("input_msrpUSD", np.zeros((self.n_rows, 1), np.float32))  # prices are not imported: 0 = unknown
         put("index", np.arange(self.n_rows, dtype=np.int64).reshape(-1, 1))
         put("index_2", np.arange(self.n_rows, dtype=np.int64))  # 1-D, as in the real files
 
-    def _put_strings(self, key: str, per_product: list, views: np.ndarray, slice_rows: int = 65536) -> None:
+    def _put_strings(self, key: str, per_product, views: np.ndarray, slice_rows: int = 65536) -> None:
         """(N, 1) fixed-width byte strings, one per row (a product's value on each of its rows), written
         in slices so that a long column of long descriptions is never held whole."""
-        width = max([1] + [len(b) for b in per_product])
+        width = max(1, self._text.width.get(key, 0))
         dset = self._file.create_dataset(key, shape=(self.n_rows, 1), dtype=f"S{width}", track_times=False)
         per_row = (b for b, k in zip(per_product, views) for _ in range(k))
         for start in range(0, self.n_rows, slice_rows):
