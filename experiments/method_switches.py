@@ -44,18 +44,17 @@ DEFAULT_VARIANTS = ["default", "hard", "all", "typed", "lambda0", "lambda2", "no
 
 
 def run(profile, data: Path, out: Path, row: str, model: dict, scale: float) -> Path:
-    """One training run into out/runs/<row>/seed7 (reused when finished); its data files linked from `data`."""
+    """One training run into out/runs/<row>/seed7, its data files linked from `data`. `train` reuses a finished
+    run of the same config (and refuses one of another), and resumes a killed one."""
     out.mkdir(parents=True, exist_ok=True)
     for name in ("train.h5", "validation.h5", "entities.json", "ground_truth.json"):
         if not (out / name).exists():
             os.symlink((data / name).resolve(), out / name)
     cfg = dataclasses.replace(profile_config(profile, out, row, SEED, device="cpu"), model=model,
                               new_module_lr_scale=scale)
-    if not (Path(cfg.out) / "done.json").exists():
-        from eiclip_core.train import train
+    from eiclip_core.train import train
 
-        train(cfg, progress=True)
-    return Path(cfg.out)
+    return train(cfg, resume="latest" if (Path(cfg.out) / "config.json").exists() else "", progress=True)
 
 
 def validation_curve(run_dir: Path) -> dict:

@@ -177,7 +177,8 @@ def load_products(tasks, processes: int = 1, chunksize: int = 16, in_flight: int
     processes=1 decodes in this process (the plain loop that bench/import.py compares against);
     more uses a pool of forked workers with at most `in_flight` images (or one product's, if more)
     decoded ahead, handed out `chunksize` products a message (16 rather than 4: a quarter of the pool's
-    messages, part of the parent's CPU per image going from 0.95 to 0.67 ms at 10k, bench/import.py).
+    messages; with the writer's uncached chunk writes, the parent's CPU per image went from 0.95 to 0.67 ms
+    at 10k, bench/import.py).
     A result's `images` are valid until the next result is asked for (the consumer copies them, as
     FashionGenWriter.add does).
     """

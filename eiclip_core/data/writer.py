@@ -42,8 +42,8 @@ def open_writer(dest, image_size: int, buffer_rows: int = 64):
         # no chunk cache (rdcc_nbytes=0): each image is one whole chunk, written from the buffer without a
         # copy through HDF5's cache; what HDF5 still keeps, the chunk index's metadata, stops growing at ~16 MB
         with (h5py.File(tmp, "w", libver="earliest", track_order=False, rdcc_nbytes=0) as f,
-              _TextSpill(Path(tmp).parent) as spill):
-            writer = FashionGenWriter(f, image_size, buffer_rows, spill)
+              _TextSpill(TEXT_KEYS.values(), Path(tmp).parent) as spill):
+            writer = FashionGenWriter(f, image_size, spill, buffer_rows)
             yield writer
             writer.finish()
 
@@ -52,9 +52,9 @@ class _TextSpill:
     """Each text key's values, in product order, as length-prefixed records in an anonymous temporary file
     (gone when closed, or when the process dies), with the longest value's length."""
 
-    def __init__(self, folder=None):
-        self._folder = folder
-        self._files, self.width = {}, {}
+    def __init__(self, keys, folder):
+        self._files = {key: tempfile.TemporaryFile(dir=folder, buffering=1 << 20) for key in keys}
+        self.width = dict.fromkeys(keys, 0)
 
     def __enter__(self):
         return self
@@ -64,18 +64,12 @@ class _TextSpill:
             f.close()
 
     def add(self, key: str, value: bytes) -> None:
-        if key not in self._files:
-            self._files[key] = tempfile.TemporaryFile(dir=self._folder, buffering=1 << 20)
-            self.width[key] = 0
         self._files[key].write(struct.pack("<I", len(value)) + value)
         self.width[key] = max(self.width[key], len(value))
 
     def values(self, key: str, n: int):
-        """The n values of `key` in the order added (b"" for every product when none was added)."""
-        f = self._files.get(key)
-        if f is None:
-            yield from (b"" for _ in range(n))
-            return
+        """The n values of `key` in the order added."""
+        f = self._files[key]
         f.seek(0)
         for _ in range(n):
             yield f.read(struct.unpack("<I", f.read(4))[0])
@@ -84,7 +78,7 @@ class _TextSpill:
 class FashionGenWriter:
     """One split file being written (see open_writer): `add` products in file order."""
 
-    def __init__(self, h5file, image_size: int, buffer_rows: int = 64, spill: _TextSpill | None = None):
+    def __init__(self, h5file, image_size: int, spill: _TextSpill, buffer_rows: int = 64):
         self.size = int(image_size)
         self._file = h5file
         self._images = h5file.create_dataset(
@@ -94,7 +88,7 @@ class FashionGenWriter:
         self._buffered = 0
         self.n_rows = 0  # image rows written or buffered
         self._ids, self._views = array.array("q"), array.array("q")  # per product
-        self._text = spill if spill is not None else _TextSpill()
+        self._text = spill
 
     @property
     def n_products(self) -> int:
@@ -143,7 +137,7 @@ class FashionGenWriter:
     def _put_strings(self, key: str, per_product, views: np.ndarray, slice_rows: int = 65536) -> None:
         """(N, 1) fixed-width byte strings, one per row (a product's value on each of its rows), written
         in slices so that a long column of long descriptions is never held whole."""
-        width = max(1, self._text.width.get(key, 0))
+        width = max(1, self._text.width[key])
         dset = self._file.create_dataset(key, shape=(self.n_rows, 1), dtype=f"S{width}", track_times=False)
         per_row = (b for b, k in zip(per_product, views) for _ in range(k))
         for start in range(0, self.n_rows, slice_rows):
