@@ -10,7 +10,6 @@ and eiclip_core.readings turns them into sentences.
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import binomtest, mannwhitneyu
 
 # General English words, encoded by the frozen text tower, as landmarks of everyday meaning, grouped by
 # meaning: the colours, materials and garments the general corpus grounds in pixels, and the plain nouns,
@@ -222,6 +221,8 @@ def dictionary_shift(d: dict, e: dict, prone: dict, words_emb: np.ndarray) -> pd
 def moved_rank_test(moved: dict) -> "float | None":
     """Two-sided Mann-Whitney p-value: do prone values turn further (or less far) than the others?
     None when a group is empty; 1.0 when every angle is the same (no difference to test)."""
+    from scipy.stats import mannwhitneyu  # here, not at the top: scipy.stats costs every importer 1.5 s
+
     if len(moved) < 2:
         return None
     p = float(mannwhitneyu(moved["prone"], moved["not prone"], alternative="two-sided").pvalue)
@@ -308,4 +309,6 @@ def disagreements(ranks: dict, first: str, second: str, n: int = 2, seed: int = 
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided sign test p-value of `wins` against `losses` (1.0 when there is nothing to compare):
     are one-sided disagreements between two models more lopsided than a fair coin makes them?"""
+    from scipy.stats import binomtest
+
     return float(binomtest(wins, wins + losses).pvalue) if wins + losses else 1.0

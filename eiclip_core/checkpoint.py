@@ -33,7 +33,8 @@ def _digest(obj, h) -> None:
     elif isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         h.update(f"t{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, not a copy of it
     else:
         h.update(f"p{type(obj).__name__}{obj!r}".encode())
 

@@ -65,33 +65,42 @@ def eval_autocast(device: torch.device):
 
 
 @torch.no_grad()
-def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64, num_workers: int = 0,
-                       views: str = "all", progress: bool = True) -> Embeddings:
-    """Encode all views (or, views="first", each product's first view) and all texts of a split: batched,
-    no grad, fp16 autocast on CUDA. progress=False: no bars (a caller with a bar of its own, the sweep)."""
-    from eiclip_core.data import EvalDataset, FashionGen
-
+def encode_images(model, dataset, device, batch_size: int = 64, num_workers: int = 0,
+                  progress: bool = True) -> np.ndarray:
+    """(len(dataset), d) float32 image embeddings of an EvalDataset in its item order: batched, no grad,
+    fp16 autocast on CUDA. progress=False: no bar (a caller with a bar of its own, the sweep)."""
     device = torch.device(device)
     model.eval()
-    autocast = eval_autocast(device)
-    data = FashionGen(data_path)
-    dataset = EvalDataset(data_path, backbone.preprocess_val, views=views)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, pin_memory=device.type == "cuda")
     quiet = {} if progress else {"disable": True}  # otherwise tqdm's default, which TQDM_DISABLE=1 switches off
     images = []
-    for batch, _ in tqdm(loader, desc=f"images {Path(data_path).name}", leave=False, **quiet):
-        with autocast:
+    for batch, _ in tqdm(loader, desc=f"images {dataset.data.path.name}", leave=False, **quiet):
+        with eval_autocast(device):
             images.append(model.encode_image(batch.to(device, non_blocking=True)).float().cpu())
-    texts = data.products["text"].tolist()
+    return torch.cat(images).numpy()
+
+
+@torch.no_grad()
+def extract_embeddings(model, backbone, data_path, device, batch_size: int = 64, num_workers: int = 0,
+                       views: str = "all", progress: bool = True) -> Embeddings:
+    """Encode all views (or, views="first", each product's first view) and all texts of a split, as
+    encode_images does."""
+    from eiclip_core.data import EvalDataset
+
+    device = torch.device(device)
+    dataset = EvalDataset(data_path, backbone.preprocess_val, views=views)
+    images = encode_images(model, dataset, device, batch_size, num_workers, progress)
+    texts = dataset.data.products["text"].tolist()
     text_emb = []
+    quiet = {} if progress else {"disable": True}
     for s in tqdm(range(0, len(texts), batch_size), desc="texts", leave=False, **quiet):
         tokens = backbone.tokenizer(texts[s:s + batch_size]).to(device)
-        with autocast:
+        with eval_autocast(device):
             text_emb.append(model.encode_text(tokens).float().cpu())
     row_to_item = {int(r): k for k, r in enumerate(dataset.rows)}
-    first_view = np.array([row_to_item[int(r)] for r in data.first_row], dtype=np.int64)
-    return Embeddings(image=torch.cat(images).numpy(), image_product=dataset.product_index.astype(np.int64),
+    first_view = np.array([row_to_item[int(r)] for r in dataset.data.first_row], dtype=np.int64)
+    return Embeddings(image=images, image_product=dataset.product_index.astype(np.int64),
                       first_view=first_view, text=torch.cat(text_emb).numpy())
 
 

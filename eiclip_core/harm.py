@@ -102,22 +102,21 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
                     device="cpu") -> pd.DataFrame:
     """Per colour word: top-k share of its nearest product colour after swapping the brand for it,
     after swapping for a made-up word, their difference (the pull) and the chance level."""
-    from eiclip_core.data import FashionGen
-    from eiclip_core.evaluate import extract_embeddings
+    from eiclip_core.data import EvalDataset
+    from eiclip_core.evaluate import encode_images
     from eiclip_core.probe import swap_value, top_k_share
     from eiclip_core.synth import load_ground_truth
 
-    data_path = layout.split_file(data_dir, "validation")
     model = backbone_model(backbone)
-    image_emb = extract_embeddings(model, backbone, data_path, device, views="first")
-    products = FashionGen(data_path).products
+    first_views = EvalDataset(layout.split_file(data_dir, "validation"), backbone.preprocess_val, views="first")
+    images = encode_images(model, first_views, device)  # (products, d): item k is product k's first view
+    products = first_views.data.products
     colours = np.array([name.split()[0].lower() for name in products["name"]])
     truth = {p["product_id"]: p for p in load_ground_truth(layout.ground_truth_file(data_dir))["splits"]["validation"]}
     mentions = [truth[int(pid)]["mentions"] for pid in products["product_id"]]
     texts = products["text"].tolist()
     with_brand = [i for i, m in enumerate(mentions) if any(t == "brand" for _, _, t, _ in m)]
     chosen = np.random.default_rng(seed).permutation(with_brand)[:n_queries]
-    images = image_emb.image[image_emb.first_view]
 
     def swapped_to(new_brand: str) -> np.ndarray:
         texts_after = [swap_value(texts[i], mentions[i], "brand", new_brand) for i in chosen]

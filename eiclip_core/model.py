@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eiclip_core.checkpoint import checksum
 from eiclip_core.config import KitConfig
 from eiclip_core.errors import KitError
 
@@ -252,22 +253,36 @@ def prompt_texts(entity_type: str, values: list, prompt: str) -> list:
     return list(values) if prompt == "bare" else [f"{entity_type}: {v}" for v in values]
 
 
+_DICTIONARY_MEMO: dict = {}  # checksum of (weights, token ids) -> {t: D_t}, the last few (build_dictionaries)
+_MEMO_SIZE = 4
+
+
 @torch.no_grad()
 def build_dictionaries(clip: nn.Module, tokenizer, types: list, values: dict, prompt: str = "bare",
                        batch_size: int = 256) -> dict:
     """D_t[i] = normalise(f_T^0(prompt_t(v_i))) from the text tower as loaded (section 3), no grad.
 
     Computed in eval mode (no dropout) and in fp32 on the model's device; returns {t: (|V_t|, d)}.
+    Remembered by a checksum of its exact inputs, the model's weights and the token ids, so runs trained
+    or scored one after the other on the same data (notebook 03, the sweep) encode the values once.
     """
+    tokens = {t: tokenizer(prompt_texts(t, values[t], prompt)) for t in types}
+    key = checksum({"weights": clip.state_dict(), "tokens": tokens})
+    if key not in _DICTIONARY_MEMO:
+        _DICTIONARY_MEMO[key] = _encode_dictionaries(clip, tokens, batch_size)
+        while len(_DICTIONARY_MEMO) > _MEMO_SIZE:
+            del _DICTIONARY_MEMO[next(iter(_DICTIONARY_MEMO))]  # the oldest (dicts keep insertion order)
+    return {t: d.clone() for t, d in _DICTIONARY_MEMO[key].items()}
+
+
+def _encode_dictionaries(clip: nn.Module, tokens: dict, batch_size: int) -> dict:
     was_training = clip.training
     clip.eval()
     device = next(clip.parameters()).device
     out = {}
     try:
-        for t in types:
-            texts = prompt_texts(t, values[t], prompt)
-            chunks = [clip.encode_text(tokenizer(texts[i:i + batch_size]).to(device))
-                      for i in range(0, len(texts), batch_size)]
+        for t, ids in tokens.items():
+            chunks = [clip.encode_text(ids[i:i + batch_size].to(device)) for i in range(0, len(ids), batch_size)]
             out[t] = l2norm(torch.cat(chunks).float())
     finally:
         clip.train(was_training)

@@ -21,3 +21,11 @@ def setup(seed: int = 0, device: str = "auto"):
     pd.set_option("display.precision", 2)
     pd.set_option("display.width", 120)
     return resolve_device(device)
+
+
+def show(path) -> None:
+    """Display a figure from the PNG save_figure wrote (nothing when there is no figure, path None)."""
+    from IPython.display import Image, display
+
+    if path is not None:
+        display(Image(filename=str(path)))

@@ -53,7 +53,7 @@ PROFILES = {
         name="smoke", n_train_products=256, n_val_products=128, image_size=64,
         rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1, max_steps=4, batch_size=32,
         lr=1e-4, warmup_steps=1, eval_every=2, sample100_queries=100, confounding_sweep=(0.0, 1.0),
-        sweep_products=(32, 32), sweep_epochs=1, harm_data_seeds=(0, 1), swap_queries=32,
+        sweep_products=(32, 32), sweep_epochs=1, harm_data_seeds=(0, 1), swap_queries=16,
     ),
     # one pass over 3000 products (46 optimiser steps), so that the whole run fits in 20 minutes on 2 CPU
     # cores; validation recall at steps 16, 32 and 46 (one evaluation of the 600 products costs about 4

@@ -44,11 +44,11 @@ def test_summary_and_ordinary_words(smoke_data):
 def test_figures_are_saved(smoke_data, tmp_path, assert_whole_png):
     """Every figure of notebook 01 is written whole, as its own PNG, and nothing else is left behind."""
     splits = {s: FashionGen(smoke_data[s]) for s in ("train", "validation")}
-    paths = [save_figure(distributions_figure(ds.products, ds.n_views, s), tmp_path, f"01_distributions_{s}",
-                         close=True) for s, ds in splits.items()]
+    paths = [save_figure(distributions_figure(ds.products, ds.n_views, s), tmp_path, f"01_distributions_{s}")
+             for s, ds in splits.items()]
     fig, shown = example_grid(splits["validation"], n_products=3, seed=1)
     assert list(shown) == list(example_grid(splits["validation"], n_products=3, seed=1)[1]) and len(shown) == 3
-    paths.append(save_figure(fig, tmp_path, "01_examples", close=True))
+    paths.append(save_figure(fig, tmp_path, "01_examples"))
     for path in paths:
         assert_whole_png(path)
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)
@@ -56,7 +56,7 @@ def test_figures_are_saved(smoke_data, tmp_path, assert_whole_png):
     # saving over an existing figure replaces it whole: the file is exactly the new figure
     again = example_grid(splits["validation"], n_products=2, seed=2)[0]
     fresh = save_figure(again, tmp_path / "fresh", "01_examples").read_bytes()
-    assert save_figure(again, tmp_path, "01_examples", close=True).read_bytes() == fresh
+    assert save_figure(again, tmp_path, "01_examples").read_bytes() == fresh
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(p.name for p in paths)
 
 

@@ -54,11 +54,10 @@ def test_save_figure_writes_a_whole_png_and_replaces_atomically(tmp_path, assert
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["a.png", "b.png", "c.png"]
 
 
-def test_save_figure_closes_only_when_asked(tmp_path):
+def test_save_figure_closes_the_figure(tmp_path):
     fig = _square("red")
-    figures.save_figure(fig, tmp_path, "open")
     assert plt.fignum_exists(fig.number)
-    figures.save_figure(fig, tmp_path, "closed", close=True)
+    figures.save_figure(fig, tmp_path, "closed")
     assert not plt.fignum_exists(fig.number)
 
 

@@ -14,7 +14,7 @@ import eiclip_core  # noqa: F401
 from eiclip_core.backbone import load_backbone
 from eiclip_core.errors import KitError
 from eiclip_core.loss import EICLIPLoss, entity_loss
-from eiclip_core.model import ROWS, EIConfig, build_eiclip, get_row, prompt_texts
+from eiclip_core.model import ROWS, EIConfig, build_dictionaries, build_eiclip, get_row, prompt_texts
 
 TEXTS = ["black diesel bomber. relaxed-fit cotton jacket", "canada goose parka in navy", "slim fit tops by arrow",
          "wool blend trousers, tailored"]
@@ -137,6 +137,26 @@ def test_dictionaries_are_the_frozen_tower_on_the_prompts(artifact):
     assert prompt_texts("brand", ["diesel"], "typed") == ["brand: diesel"]
     assert torch.allclose(model.dictionaries["brand"], expect, atol=1e-6)
     assert torch.allclose(model.log_prior["fit"].exp(), torch.as_tensor(artifact.prior["fit"], dtype=torch.float32))
+
+
+def test_dictionaries_are_remembered_for_the_same_weights_and_values_only(artifact, monkeypatch):
+    backbone = base_backbone()
+    clip, tokenizer, types = backbone.model, backbone.tokenizer, artifact.types
+    first = build_dictionaries(clip, tokenizer, types, artifact.values)
+    calls = []
+    encode = clip.encode_text
+    monkeypatch.setattr(clip, "encode_text", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    again = build_dictionaries(clip, tokenizer, types, artifact.values)
+    assert not calls and all(torch.equal(first[t], again[t]) for t in types)
+    again["brand"].add_(1.0)  # a caller's copy: changing it leaves the remembered D_t alone
+    assert torch.equal(build_dictionaries(clip, tokenizer, types, artifact.values)["brand"], first["brand"])
+    other_values = {**artifact.values, "fit": ["slim", "other"]}
+    assert build_dictionaries(clip, tokenizer, types, other_values)["fit"].shape[0] == 2 and calls
+    calls.clear()
+    with torch.no_grad():
+        next(clip.text.parameters()).add_(0.01)  # other weights: encoded anew, and they differ
+    changed = build_dictionaries(clip, tokenizer, types, artifact.values)
+    assert calls and not torch.equal(changed["brand"], first["brand"])
 
 
 def test_attention_is_prior_weighted_softmax(artifact, batch):

@@ -27,19 +27,18 @@ from eiclip_core.figures.runs import (loss_curves_figure, plot_recall, recall_fi
 DPI = 100
 
 
-def save_figure(fig, reports_dir, name: str, close: bool = False) -> Path:
-    """Write `fig` as <reports_dir>/figures/<name>.png and return that path.
+def save_figure(fig, reports_dir, name: str) -> Path:
+    """Write `fig` as <reports_dir>/figures/<name>.png, close it, and return that path.
 
     PNG at DPI dots per inch, tight bounding box, no software tag or timestamp in the metadata (the
     same figure gives the same bytes). Written to a temporary file in the same folder and renamed over
     the destination (eiclip_core.io.atomic_path): a reader never sees half a PNG, and a figure that
-    fails to draw leaves the previous file as it was. close=True also closes the figure, so a notebook
-    does not show it inline."""
+    fails to draw leaves the previous file as it was. Closed, so the inline backend does not draw it a
+    second time: a notebook shows the saved file (eiclip_core.notebook.show), one drawing per figure."""
     path = layout.figures_dir(reports_dir) / f"{name}.png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    if close:
-        plt.close(fig)
+    plt.close(fig)
     return path
 
 
