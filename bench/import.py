@@ -8,7 +8,10 @@ the resident memory of the parent and of the workers; memory flat means the pare
 of the run is about what it is a quarter of the way in, whatever N. The same samples give each
 process's CPU seconds (user + system, last value seen before it exits), per image: unlike images/s,
 they hardly change when other jobs share the machine, and with 2 cores the parent's share is what
-keeps the ratio under 2 (the ceiling printed is 1-process CPU / max(parent, all / 2)).
+keeps the ratio under 2 (the ceiling printed is 1-process CPU / max(parent, all / 2)). The machine's
+own counters give what was spent outside the command's processes during each run, mostly the kernel
+writing the output to disk, and what the hypervisor took: in the 2-process run both come out of the
+decoders' two cores, while the 1-process run leaves them a free one.
 
 What is measured is decoding, resizing and writing, not reading from disk: only `--pool` distinct
 photos are rendered (1000 by default) and the other paths are hard links to them (path i -> photo
@@ -95,6 +98,7 @@ def run_import(table, images, mapping, out: Path, processes: int, image_size: in
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
     samples, stop = [], threading.Event()  # (seconds, parent RSS, workers' RSS summed, largest worker)
     cpu = {}  # pid -> CPU seconds (user + system) last seen; the parent under key "parent"
+    machine0 = psutil.cpu_times()
     t0 = time.perf_counter()
     proc = psutil.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -119,6 +123,7 @@ def run_import(table, images, mapping, out: Path, processes: int, image_size: in
     sampler.start()
     stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - t0
+    machine = _busy_and_stolen(machine0, psutil.cpu_times())
     stop.set()
     sampler.join()
     if proc.returncode != 0:
@@ -127,7 +132,18 @@ def run_import(table, images, mapping, out: Path, processes: int, image_size: in
     marks = [rows[min(len(rows) - 1, int(q * len(rows)))][1] / MIB for q in (0.25, 0.5, 0.75, 0.999)]
     return {"seconds": seconds, "parent": rows[:, 1].max() / MIB, "workers": rows[:, 2].max() / MIB,
             "largest_worker": rows[:, 3].max() / MIB, "parent_over_time": marks, "stdout": stdout,
-            "parent_cpu": cpu.get("parent", 0.0), "workers_cpu": sum(v for k, v in cpu.items() if k != "parent")}
+            "parent_cpu": cpu.get("parent", 0.0), "workers_cpu": sum(v for k, v in cpu.items() if k != "parent"),
+            "machine_busy": machine[0], "stolen": machine[1]}
+
+
+def _busy_and_stolen(before, after) -> tuple:
+    """(CPU seconds the whole machine was busy, seconds the hypervisor took) between two psutil.cpu_times():
+    busy minus the command's own processes is what the kernel (page-cache writeback of the output) and
+    anything else spent, on the same 2 cores."""
+    delta = {k: getattr(after, k) - getattr(before, k) for k in after._fields}
+    idle = delta["idle"] + delta.get("iowait", 0.0)
+    stolen = delta.get("steal", 0.0)
+    return sum(delta.values()) - idle - stolen - delta.get("guest", 0.0) - delta.get("guest_nice", 0.0), stolen
 
 
 def main():
@@ -163,6 +179,10 @@ def main():
     for k, (parent, workers) in ms.items():
         print(f"  CPU per image with {k} process(es): parent {parent:.2f} ms, workers {workers:.2f} ms "
               f"(whole command: {parent + workers:.2f} ms)")
+    for k, r in runs.items():
+        outside = r["machine_busy"] - r["parent_cpu"] - r["workers_cpu"]
+        print(f"  CPU per image outside the command's processes with {k} process(es) (kernel writeback, other jobs): "
+              f"{1000 * outside / args.n:.2f} ms; stolen by the hypervisor: {1000 * r['stolen'] / args.n:.2f} ms")
     parent, workers = ms[args.processes]
     ceiling = sum(ms[1]) / max(parent, (parent + workers) / 2, 1e-9)
     print(f"  CPU-time ceiling of the ratio on 2 free cores: {ceiling:.2f}x (load-independent; wall clock is lower "
