@@ -397,6 +397,28 @@ def test_writer_holds_no_text_in_memory_and_writes_it_back_whole(tmp_path):
     assert products["name"].tolist()[-1] == "product 2001" and (products["composition"] == "").all()
 
 
+def test_writer_hands_images_to_disk_as_it_goes_and_writes_the_same_file(tmp_path, monkeypatch):
+    """Every WRITEBACK_BYTES of images the writer asks the kernel to start writing them out; the file is
+    byte for byte the one written without those requests."""
+    import os
+
+    from eiclip_core.data import writer
+
+    rng = np.random.default_rng(0)
+    views = [rng.integers(0, 256, (1 + k % 3, 16, 16, 3), dtype=np.uint8) for k in range(200)]
+    requests = []
+    advise = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *a: requests.append(a) or advise(fd, *a))
+    for name, every in (("plain.h5", 10 ** 12), ("handed.h5", 64 * 16 * 16 * 3)):
+        monkeypatch.setattr(writer, "WRITEBACK_BYTES", every)
+        with writer.open_writer(tmp_path / name, image_size=16, buffer_rows=16) as w:
+            for pid, v in enumerate(views):
+                w.add(pid, v, {"name": f"product {pid}"})
+    rows = sum(len(v) for v in views)
+    assert len(requests) == rows // 64 and all(a == (0, 0, os.POSIX_FADV_DONTNEED) for a in requests)
+    assert (tmp_path / "plain.h5").read_bytes() == (tmp_path / "handed.h5").read_bytes()
+
+
 # ---------------------------------------------------------------------------------------- bad input
 
 
