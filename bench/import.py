@@ -98,7 +98,7 @@ def run_import(table, images, mapping, out: Path, processes: int, image_size: in
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT)}
     samples, stop = [], threading.Event()  # (seconds, parent RSS, workers' RSS summed, largest worker)
     cpu = {}  # pid -> CPU seconds (user + system) last seen; the parent under key "parent"
-    machine0 = psutil.cpu_times()
+    machine0, bench0 = psutil.cpu_times(), psutil.Process().cpu_times()
     t0 = time.perf_counter()
     proc = psutil.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -124,6 +124,7 @@ def run_import(table, images, mapping, out: Path, processes: int, image_size: in
     stdout, stderr = proc.communicate()
     seconds = time.perf_counter() - t0
     machine = _busy_and_stolen(machine0, psutil.cpu_times())
+    bench = sum(psutil.Process().cpu_times()[:2]) - sum(bench0[:2])  # this script's sampler, user + system
     stop.set()
     sampler.join()
     if proc.returncode != 0:
@@ -133,13 +134,13 @@ def run_import(table, images, mapping, out: Path, processes: int, image_size: in
     return {"seconds": seconds, "parent": rows[:, 1].max() / MIB, "workers": rows[:, 2].max() / MIB,
             "largest_worker": rows[:, 3].max() / MIB, "parent_over_time": marks, "stdout": stdout,
             "parent_cpu": cpu.get("parent", 0.0), "workers_cpu": sum(v for k, v in cpu.items() if k != "parent"),
-            "machine_busy": machine[0], "stolen": machine[1]}
+            "machine_busy": machine[0] - bench, "stolen": machine[1]}
 
 
 def _busy_and_stolen(before, after) -> tuple:
     """(CPU seconds the whole machine was busy, seconds the hypervisor took) between two psutil.cpu_times():
-    busy minus the command's own processes is what the kernel (page-cache writeback of the output) and
-    anything else spent, on the same 2 cores."""
+    busy minus the command's own processes and this script is what the kernel (page-cache writeback of the
+    output) and anything else spent, on the same 2 cores."""
     delta = {k: getattr(after, k) - getattr(before, k) for k in after._fields}
     idle = delta["idle"] + delta.get("iowait", 0.0)
     stolen = delta.get("steal", 0.0)

@@ -88,7 +88,6 @@ class FashionGenWriter:
             chunks=(1, self.size, self.size, 3), dtype=np.uint8, track_times=False)
         self._buffer = np.empty((buffer_rows, self.size, self.size, 3), np.uint8)
         self._buffered = 0
-        self._not_handed_to_disk = 0  # bytes of images written since the last writeback request
         self.n_rows = 0  # image rows written or buffered
         self._ids, self._views = array.array("q"), array.array("q")  # per product
         self._text = spill
@@ -120,9 +119,9 @@ class FashionGenWriter:
         start = self._images.shape[0]
         self._images.resize(start + self._buffered, axis=0)
         self._images[start:start + self._buffered] = self._buffer[:self._buffered]
-        self._not_handed_to_disk += self._buffer[:self._buffered].nbytes
         self._buffered = 0
-        if self._not_handed_to_disk >= WRITEBACK_BYTES:
+        every = max(1, WRITEBACK_BYTES // self._buffer[0].nbytes)  # rows
+        if self._images.shape[0] // every > start // every:
             self._start_writeback()
 
     def _start_writeback(self) -> None:
@@ -132,7 +131,6 @@ class FashionGenWriter:
         (io.atomic_path) then waits for every image at once, with the decoding processes idle.
         POSIX_FADV_DONTNEED also drops the pages already on disk, so the output does not crowd the
         page cache. Linux only: elsewhere the final fsync does it all."""
-        self._not_handed_to_disk = 0
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(self._file.id.get_vfd_handle(), 0, 0, os.POSIX_FADV_DONTNEED)
 
