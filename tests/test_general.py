@@ -89,13 +89,31 @@ def test_missing_or_damaged_default_weights_is_one_clear_line(tmp_path, monkeypa
         load_backbone("eiclip-tiny")
 
 
-def test_the_committed_weights_are_what_the_command_makes(tmp_path):
-    """`eiclip pretrain` with the committed manifest's config gives the committed weights, bit for bit
-    (on this CPU kind: float kernels of another instruction set may differ in the last bits)."""
+def test_pretraining_twice_on_this_machine_is_bit_identical(tmp_path):
+    """Bit-exactness is a property of one machine: the same config made twice here gives the same bytes."""
     from eiclip_core.checkpoint import checkpoint_id
 
+    first = make_weights(TINY, tmp_path / "first.pt", progress=False)
+    second = make_weights(TINY, tmp_path / "second.pt", progress=False)
+    assert first["heldout"] == second["heldout"]
+    assert checkpoint_id(tmp_path / "first.pt") == checkpoint_id(tmp_path / "second.pt") == first["checkpoint_id"]
+
+
+# How far a held-out measure of the re-made weights may sit from the committed one. Float kernels of
+# another instruction set (AVX-512 against AVX2) change the last bits of every step, and the steps carry
+# that into the weights; the measures count items out of 1000 held-out scenes, so 0.02 is 20 of them.
+HELDOUT_TOLERANCE = 0.02
+
+
+@pytest.mark.slow
+def test_the_command_remakes_the_committed_weights_within_float_tolerance(tmp_path):
+    """`eiclip pretrain` with the committed manifest's config makes weights that measure like the committed
+    ones on the held-out scenes. Bytes are compared only on one machine (the test above): weights made on
+    another CPU kind differ in their last bits."""
     committed = json.loads(manifest_path(KIT_WEIGHTS["eiclip-tiny"]).read_text())
     cfg = PretrainConfig.from_dict(committed["config"])
     assert committed["key"] == cfg.key()
     made = make_weights(cfg, tmp_path / "again.pt", progress=False)
-    assert checkpoint_id(tmp_path / "again.pt") == committed["checkpoint_id"] == made["checkpoint_id"]
+    assert made["heldout"].keys() == committed["heldout"].keys()
+    for name, value in committed["heldout"].items():
+        assert made["heldout"][name] == pytest.approx(value, abs=HELDOUT_TOLERANCE), name
