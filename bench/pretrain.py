@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from eiclip_core.backbone import RANDOM_INIT, load_backbone
-from eiclip_core.general.corpus import make_corpus
-from eiclip_core.general.pretrain import (PretrainConfig, lit_loss, normalise_images, pooled_text_features,
+from eiclip_core.model.backbone import RANDOM_INIT, load_backbone
+from eiclip_core.synth.general_corpus import make_corpus
+from eiclip_core.train.pretrain_general import (PretrainConfig, lit_loss, normalise_images, pooled_text_features,
                                           trainable_parameters)
 
 

@@ -1,4 +1,4 @@
-"""Benchmark: exact tiled recall@K (eiclip_core.metrics) against the compute limit and two usual ways.
+"""Benchmark: exact tiled recall@K (eiclip_core.evaluation.metrics) against the compute limit and two usual ways.
 
     .venv/bin/python bench/retrieval.py                 # N = 30k images and texts, d = 512
     .venv/bin/python bench/retrieval.py --large 100000  # also ours at 100k, with its memory bound
@@ -67,7 +67,7 @@ def square_peak_gflops(reps=5):
 def run_pass(img, txt, chunk_size):
     """Every tile of S once, into one reused buffer, as ours computes them (and nothing else)."""
     import torch
-    from eiclip_core.metrics import TileGrid
+    from eiclip_core.evaluation.metrics import TileGrid
     grid = TileGrid.for_pass(len(img), len(txt), chunk_size, img.device)
     buf = torch.empty(grid.rows, grid.cols)
     for r_start, _, _ in grid.spans(0):
@@ -85,7 +85,7 @@ def run_floor(img, txt, chunk_size):
 
 def run_ours(img, txt, chunk_size):
     import numpy as np
-    from eiclip_core.metrics import retrieval_metrics
+    from eiclip_core.evaluation.metrics import retrieval_metrics
     pids = np.arange(len(img))
     return retrieval_metrics(img, txt, pids, pids, ks=KS, chunk_size=chunk_size)
 
@@ -218,13 +218,13 @@ def report(n, method, r, results, limit_s):
 
 def memory_bound(n, chunk_size):
     """Ours' peak at N images and N texts: two float32 tiles, the workspace, and per-query vectors."""
-    from eiclip_core.metrics import TileGrid
+    from eiclip_core.evaluation.metrics import TileGrid
     grid = TileGrid.for_pass(n, n, chunk_size, "cpu")
     return 2 * 4 * grid.rows * grid.cols + WORKSPACE_BYTES + BYTES_PER_QUERY * 2 * n
 
 
 def main():
-    from eiclip_core.metrics import TILE_ROWS
+    from eiclip_core.evaluation.metrics import TILE_ROWS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", "--sizes", dest="sizes", type=int, nargs="+", default=[30_000],
                         help="numbers of images (= texts) to measure at")

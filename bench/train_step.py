@@ -8,7 +8,7 @@ Prints:
 2. per-step time and samples/s of one optimiser step (forward, backward, AdamW) of the default
    backbone as CLIP-FT and as EI-CLIP on the same batch (goal: EI-CLIP <= 1.10 x CLIP-FT per step),
    with FLOPs per step counted by torch's FlopCounterMode and the achieved share of the peak;
-3. our training loop (`eiclip_core.train.train`, CLIP-FT row, generated data) against open_clip's own
+3. our training loop (`eiclip_core.train.loop.train`, CLIP-FT row, generated data) against open_clip's own
    loop (`open_clip_train.main --dataset-type synthetic`) on the same model and batch size
    (goal: ours >= 0.95 x open_clip's samples/s). Needs the bench extra (braceexpand, webdataset).
 """
@@ -27,9 +27,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import eiclip_core  # noqa: F401  (offline environment)
-from eiclip_core.backbone import load_backbone
-from eiclip_core.loss import EICLIPLoss
-from eiclip_core.model import build_eiclip, get_row
+from eiclip_core.model.backbone import load_backbone
+from eiclip_core.model.loss import EICLIPLoss
+from eiclip_core.model.eiclip import build_eiclip, get_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,8 +101,8 @@ def our_loop(batch: int, steps: int, work: Path) -> float:
     """Median samples/s of our training loop (CLIP-FT) on generated data."""
     from eiclip_core.entities import mine_dataset
     from eiclip_core.synth import generate
-    from eiclip_core.config import TrainConfig
-    from eiclip_core.train import train
+    from eiclip_core.model.config import TrainConfig
+    from eiclip_core.train.loop import train
 
     paths = generate(work / "data", profile="smoke", seed=0)
     mine_dataset(paths["train"], paths["validation"], work / "data" / "entities.json")
@@ -130,8 +130,8 @@ def open_clip_loop(batch: int, steps: int, work: Path) -> float:
 
 
 def open_clip_child(argv: list) -> None:
-    """open_clip_train.main with our model configs registered (importing eiclip_core.backbone does it)."""
-    import eiclip_core.backbone  # noqa: F401
+    """open_clip_train.main with our model configs registered (importing eiclip_core.model.backbone does it)."""
+    import eiclip_core.model.backbone  # noqa: F401
     from open_clip_train.main import main
 
     main(argv)

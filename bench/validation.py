@@ -1,5 +1,5 @@
 """Cost of the validation during training (issue 14): one full-protocol evaluation of the validation
-split with the model being trained (eiclip_core.validation) against one training step, same row.
+split with the model being trained (eiclip_core.train.validation) against one training step, same row.
 
     python bench/validation.py --data-dir data/quick          # quick size: 600 validation products, batch 64
     python bench/validation.py --data-dir data/smoke --batch-size 32 --row clip-ft
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import eiclip_core  # noqa: F401  (offline environment)
 from eiclip_core import layout
-from eiclip_core.config import TrainConfig
-from eiclip_core.distributed import DistInfo
+from eiclip_core.model.config import TrainConfig
+from eiclip_core.train.distributed import DistInfo
 from eiclip_core.entities import load_artifact
 from eiclip_core.runtime import resolve_device
-from eiclip_core.train import prepare, train_step
+from eiclip_core.train.loop import prepare, train_step
 
 
 def _timed(fn) -> float:

@@ -17,10 +17,10 @@ COMMANDS = {
     "check-data": ("eiclip_core.data.check", "validate Fashion-Gen HDF5 files"),
     "import-catalog": ("eiclip_core.data.importer", "import a product table and its images as Fashion-Gen files"),
     "mine": ("eiclip_core.entities.mine", "mine entity vocabularies and mentions into an artifact"),
-    "pretrain": ("eiclip_core.general.pretrain", "pretrain the general-domain tiny CLIP (the default backbone's weights)"),
-    "train": ("eiclip_core.train", "train CLIP-FT / EI-CLIP (single process or torchrun)"),
-    "evaluate": ("eiclip_core.evaluate", "evaluate runs under the retrieval protocols"),
-    "reproduce": ("eiclip_core.pipeline", "run notebooks 01-05 with papermill into reports/"),
+    "pretrain": ("eiclip_core.train.pretrain_general", "pretrain the general-domain tiny CLIP (the default backbone's weights)"),
+    "train": ("eiclip_core.train.loop", "train CLIP-FT / EI-CLIP (single process or torchrun)"),
+    "evaluate": ("eiclip_core.evaluation.evaluate", "evaluate runs under the retrieval protocols"),
+    "reproduce": ("eiclip_core.pipeline.reproduce", "run notebooks 01-05 with papermill into reports/"),
 }
 
 

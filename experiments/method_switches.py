@@ -18,12 +18,12 @@ import os
 from pathlib import Path
 
 import eiclip_core  # noqa: F401  (offline environment)
-from eiclip_core import confounders
-from eiclip_core.analysed_runs import load_analysed_runs
-from eiclip_core.config import profile_config
-from eiclip_core.profiles import get_profile
+from eiclip_core.analysis import sections
+from eiclip_core.analysis.runs import load_analysed_runs
+from eiclip_core.model.config import profile_config
+from eiclip_core.pipeline.profiles import get_profile
 from eiclip_core.runtime import resolve_device
-from eiclip_core.sweep import generate_and_mine
+from eiclip_core.analysis.sweep import generate_and_mine
 
 SEED = 7  # neither a data seed nor a training seed of any reported table
 
@@ -52,7 +52,7 @@ def run(profile, data: Path, out: Path, row: str, model: dict, scale: float) -> 
             os.symlink((data / name).resolve(), out / name)
     cfg = dataclasses.replace(profile_config(profile, out, row, SEED, device="cpu"), model=model,
                               new_module_lr_scale=scale)
-    from eiclip_core.train import train
+    from eiclip_core.train.loop import train
 
     return train(cfg, resume="latest" if (Path(cfg.out) / "config.json").exists() else "", progress=True)
 
@@ -68,10 +68,10 @@ def module_readings(folder: Path, model: dict) -> list:
     runs = load_analysed_runs(folder, SEED, resolve_device("cpu"))
     sections = []
     if model.get("intervention", True):
-        gates = confounders.section_gates(runs, folder / "reports")
-        sections += [gates, confounders.section_attention(runs, folder / "reports", gates["attention"], seed=SEED)]
+        gates = sections.section_gates(runs, folder / "reports")
+        sections += [gates, sections.section_attention(runs, folder / "reports", gates["attention"], seed=SEED)]
     if model.get("ealm", True):
-        sections.append(confounders.section_dictionaries(runs, folder / "reports", SEED))
+        sections.append(sections.section_dictionaries(runs, folder / "reports", SEED))
     return [section["reading"] for section in sections]
 
 

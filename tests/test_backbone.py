@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 import eiclip_core  # noqa: F401  (sets the offline environment)
-from eiclip_core.backbone import load_backbone
+from eiclip_core.model.backbone import load_backbone
 from eiclip_core.errors import KitError
 
 

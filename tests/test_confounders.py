@@ -1,4 +1,4 @@
-"""Notebook 05's sections (eiclip_core.confounders) on hand-made runs whose disagreements are known, and on
+"""Notebook 05's sections (eiclip_core.analysis.sections) on hand-made runs whose disagreements are known, and on
 an imported catalog without brands or without mentions to swap (each section says what it leaves out)."""
 import json
 from types import SimpleNamespace
@@ -10,9 +10,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from eiclip_core import confounders, readings  # noqa: E402
-from eiclip_core.analysed_runs import AnalysedRuns  # noqa: E402
-from eiclip_core.evaluate import Embeddings  # noqa: E402
+from eiclip_core.analysis import readings, sections  # noqa: E402
+from eiclip_core.analysis.runs import AnalysedRuns  # noqa: E402
+from eiclip_core.evaluation.evaluate import Embeddings  # noqa: E402
 
 
 def _runs(right: dict, n: int = 6) -> AnalysedRuns:
@@ -32,7 +32,7 @@ def _runs(right: dict, n: int = 6) -> AnalysedRuns:
 
 def test_examples_section_finds_both_kinds_of_disagreement(tmp_path, assert_whole_png):
     runs = _runs({"CLIP-FT": {0, 1, 5}, "EI-CLIP": {2, 3, 4, 5}})
-    ex = confounders.section_examples(runs, tmp_path, n=2, k=3, seed=0)
+    ex = sections.section_examples(runs, tmp_path, n=2, k=3, seed=0)
     assert ex["counts"] == {"EI-CLIP right, CLIP-FT wrong": 3, "CLIP-FT right, EI-CLIP wrong": 2}
     assert ex["numbers"]["second_only"] == 3 and ex["numbers"]["first_only"] == 2
     assert ex["reading"] == readings.read_examples(ex["numbers"])
@@ -43,7 +43,7 @@ def test_examples_section_finds_both_kinds_of_disagreement(tmp_path, assert_whol
 
 def test_examples_section_without_disagreement_draws_nothing(tmp_path):
     runs = _runs({"CLIP-FT": {0, 1}, "EI-CLIP": {0, 1}})
-    ex = confounders.section_examples(runs, tmp_path)
+    ex = sections.section_examples(runs, tmp_path)
     assert ex["figure"] is None and not (tmp_path / "figures" / "05_examples.png").exists()
     assert ex["reading"].startswith("of 6 text queries") and "sign test p = 1.00" in ex["reading"]
 
@@ -80,34 +80,34 @@ def test_text_features_leave_out_a_type_the_catalog_has_no_value_of(tmp_path, mo
         drawn.update(labels)
         return matplotlib.pyplot.figure()
 
-    monkeypatch.setattr(confounders, "text_umap_figure", figure)
-    feat = confounders.section_text_features(_catalog_runs(), tmp_path)
+    monkeypatch.setattr(sections, "text_umap_figure", figure)
+    feat = sections.section_text_features(_catalog_runs(), tmp_path)
     assert list(drawn) == ["category"] and list(feat["purity"].index) == ["category"]  # no brand, no fit
     assert feat["numbers"]["not_shown"] == ["brand", "fit"]
     first_line = "brand: not shown, no validation product of this catalog has a brand value."
     assert feat["reading"].splitlines()[0] == first_line
     assert feat["reading"] == readings.read_text_features(feat["numbers"])
-    nothing = confounders.section_text_features(_catalog_runs(), tmp_path / "none", types=("brand", "fit"))
+    nothing = sections.section_text_features(_catalog_runs(), tmp_path / "none", types=("brand", "fit"))
     assert nothing["figure"] is None and not (tmp_path / "none").exists() and len(nothing["reading"].splitlines()) == 2
 
 
 def test_attention_without_brands_draws_no_figure_and_says_why(tmp_path):
     runs = _catalog_runs()
     attention = {"brand": np.ones((6, 1)), "category": np.tile([0.6, 0.3, 0.1], (6, 1)), "fit": np.ones((6, 1))}
-    att = confounders.section_attention(runs, tmp_path, attention, entity_type="brand")
+    att = sections.section_attention(runs, tmp_path, attention, entity_type="brand")
     assert att["figure"] is None and not (tmp_path / "figures").exists()
     assert list(att["table"].index) == ["category"]  # brand and fit: no validation product has a value
     lines = att["reading"].splitlines()
     assert lines[0] == "figure not shown: no validation product of this catalog has a brand value."
     assert lines[1].startswith("category: the attention's top value is the query's own value for 50.0 % of 6 queries")
     assert att["reading"] == readings.read_attention(att["numbers"])
-    empty = confounders.section_attention(runs, tmp_path, {"brand": np.ones((6, 1))}, entity_type="brand")
+    empty = sections.section_attention(runs, tmp_path, {"brand": np.ones((6, 1))}, entity_type="brand")
     assert empty["table"].empty and empty["reading"] == lines[0]
 
 
 @pytest.mark.parametrize("brands", [(), ("arrow", "olive")])  # no brand mapped; brands the texts never name
 def test_probe_with_nothing_to_swap_draws_no_figure_and_says_why(tmp_path, brands):
-    pr = confounders.section_probe(_catalog_runs(brands), tmp_path)
+    pr = sections.section_probe(_catalog_runs(brands), tmp_path)
     assert pr["figure"] is None and pr["table"].empty and pr["examples"].empty
     assert pr["reading"] == ("not shown: no validation text mentions a brand or fit or category value that could "
                              "be swapped for another value of its type (a catalog that maps none, or whose texts "
@@ -131,10 +131,10 @@ def test_dictionary_map_names_one_value_per_collision_kind_else_frequent_prone_o
     values = {"brand": ["zorblax", "arrow", "navy", "olive", "other"], "fit": ["slim", "relaxed", "other"]}
     counts = {"brand": np.array([50, 9, 3, 7, 0]), "fit": np.array([8, 2, 0])}
     prone = {"brand": [1, 1, 1, 1, 0], "fit": [1, 0, 0]}
-    named = confounders._labelled_values(_dictionary_runs(values, counts, prone), n_values=6)
+    named = sections._labelled_values(_dictionary_runs(values, counts, prone), n_values=6)
     # olive (7) over navy (3); zorblax and slim are the most frequent values but collide with nothing
     assert named == [("colour-word brands", "brand", 3), ("plain-noun brands", "brand", 1), ("fit words", "fit", 1)]
     plain = {"brand": ["zorblax", "vaiza", "other"], "fit": ["slim", "other"]}
     counts = {"brand": np.array([2, 5, 0]), "fit": np.array([3, 0])}
-    named = confounders._labelled_values(_dictionary_runs(plain, counts, {"brand": [1, 1, 0], "fit": [1, 0]}), 6)
+    named = sections._labelled_values(_dictionary_runs(plain, counts, {"brand": [1, 1, 0], "fit": [1, 0]}), 6)
     assert named == [("", "brand", 1), ("", "fit", 0), ("", "brand", 0)]  # no collision: most frequent prone

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from eiclip_core.data import EvalDataset, FashionGen, TrainDataset
 from eiclip_core.errors import KitError
-from eiclip_core.text import product_text
+from eiclip_core.data.product_text import product_text
 
 COLUMNS = ["product_id", "name", "description", "brand", "category", "subcategory", "composition",
            "season", "gender", "department", "price", "rows", "text"]

@@ -1,9 +1,10 @@
-"""Notebook 01's tables (eiclip_core.plots_data) and figures on generated data, with and without ground truth."""
+"""Notebook 01's tables (eiclip_core.data.tables) and figures on generated data, with and without ground truth."""
 import json
 
 import pytest
 
-from eiclip_core import layout, plots_data
+from eiclip_core import layout
+from eiclip_core.data import tables
 from eiclip_core.data import FashionGen
 from eiclip_core.errors import KitError
 from eiclip_core.figures import distributions_figure, example_grid, save_figure
@@ -20,21 +21,21 @@ def test_split_file_generated_and_missing(smoke_data, tmp_path):
 
 def test_summary_and_ordinary_words(smoke_data):
     splits = {s: FashionGen(smoke_data[s]) for s in ("train", "validation")}
-    table = plots_data.split_summary(splits)
+    table = tables.split_summary(splits)
     assert table.loc["train", "products"] == 256 and table.loc["train", "images"] == splits["train"].n_rows
     gt = json.loads(smoke_data["ground_truth"].read_text())
     products = splits["train"].products
-    assert plots_data.ordinary_word_values(products, gt)["brand"] == gt["ordinary_word_values"]["brand"]
+    assert tables.ordinary_word_values(products, gt)["brand"] == gt["ordinary_word_values"]["brand"]
     # without ground truth: whole words of the text tower's vocabulary; made-up brands never qualify
-    simple = plots_data.ordinary_word_values(products, vocabulary={"olive", "navy", "tops", "arrow"})
+    simple = tables.ordinary_word_values(products, vocabulary={"olive", "navy", "tops", "arrow"})
     brands = {b.lower() for b in products.brand}
     assert set(simple["brand"]) == brands & {"olive", "navy", "arrow"}
-    found = plots_data.ordinary_word_values(products)
+    found = tables.ordinary_word_values(products)
     made_up = {b for b in brands if b.capitalize() not in BRAND_ORDINARY}
     assert not set(found["brand"]) & made_up
-    share = plots_data.ordinary_share_table(products, gt["ordinary_word_values"])
+    share = tables.ordinary_share_table(products, gt["ordinary_word_values"])
     assert 0 < share.loc["brand", "products with one (%)"] <= 100
-    rates = plots_data.mention_rates(gt)
+    rates = tables.mention_rates(gt)
     # names always carry the garment noun (as real titles do); every other type is sometimes left out
     assert (rates.loc["subcategory"] == 100).all()
     others = rates.drop(index="subcategory")
@@ -62,8 +63,8 @@ def test_figures_are_saved(smoke_data, tmp_path, assert_whole_png):
 
 def test_harm_and_brand_swap_say_why_they_are_not_measured(smoke_data, tmp_path):
     """Notebook 01's confounder measures need generated products; on an imported catalog each prints why not."""
-    from eiclip_core import harm
-    from eiclip_core.profiles import get_profile
+    from eiclip_core.analysis import harm
+    from eiclip_core.pipeline.profiles import get_profile
 
     catalog = harm.not_measured(get_profile("catalog"), tmp_path)
     assert catalog == {"harm": "confounding harm not measured: profile catalog has no generator knob (real or "

@@ -144,7 +144,7 @@ def test_markdown_links_point_to_files():
 
 
 def test_method_keeps_its_numbering_and_names_every_switch_and_row():
-    from eiclip_core.model import ROWS, EIConfig
+    from eiclip_core.model.eiclip import ROWS, EIConfig
 
     text = (DOCS / "METHOD.md").read_text(encoding="utf-8")
     numbers = [int(m.group(1)) for m in re.finditer(r"(?m)^## (\d+)\. ", text)]
@@ -180,7 +180,7 @@ def test_contracts_describe_the_paths_layout_builds(path):
 
 
 def test_contracts_name_every_top_level_key_of_results_json():
-    from eiclip_core.evaluate import Evaluation
+    from eiclip_core.evaluation.evaluate import Evaluation
 
     evaluation = Evaluation(profile="smoke", records=[], breakdown=[], summary=None, breakdown_summary=None,
                             embeddings={}, data_path=Path("validation.h5"), published=False)

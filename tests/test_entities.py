@@ -17,7 +17,7 @@ from eiclip_core.entities.miner import FIT_NOUNS, as_text
 from eiclip_core.entities.scores import mention_scores
 from eiclip_core.entities.vocab import surface_variants
 from eiclip_core.errors import KitError
-from eiclip_core.text import product_text
+from eiclip_core.data.product_text import product_text
 
 VOCAB = {
     "brand": ["Diesel", "Canada Goose", "Goose", "A.P.C.", "Acne Studios", "not"],

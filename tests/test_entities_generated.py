@@ -8,7 +8,7 @@ from eiclip_core.data import FashionGen
 from eiclip_core.entities import OTHER, load_artifact, mine_dataset
 from eiclip_core.entities.scores import mention_errors, mention_scores, reference_mentions
 from eiclip_core.synth import load_ground_truth
-from eiclip_core.text import normalise_value
+from eiclip_core.data.product_text import normalise_value
 
 
 @pytest.fixture(scope="module")

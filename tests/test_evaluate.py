@@ -7,11 +7,11 @@ import torch
 import pytest
 
 from eiclip_core.errors import KitError
-from eiclip_core.evaluate import (Embeddings, Evaluation, bootstrap_intervals, cache_key, entity_breakdown,
+from eiclip_core.evaluation.evaluate import (Embeddings, Evaluation, bootstrap_intervals, cache_key, entity_breakdown,
                                   evaluate_embeddings, load_cached, retrieval_examples, save_cached,
                                   write_results)
-from eiclip_core.metrics import KS, metric_keys, positive_ranks, retrieval_metrics
-from eiclip_core.results import (breakdown_table, display_table, published_records, results_markdown,
+from eiclip_core.evaluation.metrics import KS, metric_keys, positive_ranks, retrieval_metrics
+from eiclip_core.evaluation.results import (breakdown_table, display_table, published_records, results_markdown,
                                  summary_table, to_markdown)
 
 KEYS = metric_keys(KS)
@@ -233,8 +233,8 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
     import shutil
 
     import eiclip_core.entities
-    import eiclip_core.loading
-    from eiclip_core.checkpoint import save_checkpoint
+    import eiclip_core.model.factory
+    from eiclip_core.model.checkpoint import save_checkpoint
     from eiclip_core.data import FashionGen
 
     data_dir = tmp_path / "data"
@@ -260,16 +260,16 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
     artifact = fake_artifact(len(products))
     artifact.product_ids = lambda split: products["product_id"].to_numpy()
     artifact.id = "stand-in"
-    monkeypatch.setattr(eiclip_core.loading, "load_run", load_run)
-    monkeypatch.setattr(eiclip_core.loading, "zero_shot", zero_shot)
+    monkeypatch.setattr(eiclip_core.model.factory, "load_run", load_run)
+    monkeypatch.setattr(eiclip_core.model.factory, "zero_shot", zero_shot)
     monkeypatch.setattr(eiclip_core.entities, "load_artifact", lambda path: artifact)
     return data_dir, loads
 
 
 def test_evaluate_profile_end_to_end_with_cache(evaluation_setup, tmp_path):
-    from eiclip_core.checkpoint import checkpoint_id
-    from eiclip_core.evaluate import evaluate_profile
-    from eiclip_core.profiles import get_profile
+    from eiclip_core.model.checkpoint import checkpoint_id
+    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
     profile = get_profile("smoke", rows=("clip-ft", "ei-clip"), seeds=(0,))
@@ -296,8 +296,8 @@ def test_evaluate_profile_end_to_end_with_cache(evaluation_setup, tmp_path):
 
 
 def test_missing_run_is_a_clear_error_and_writes_nothing(evaluation_setup, tmp_path):
-    from eiclip_core.evaluate import evaluate_profile
-    from eiclip_core.profiles import get_profile
+    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
     (data_dir / "runs/ei-clip/seed0/done.json").unlink()
@@ -307,8 +307,8 @@ def test_missing_run_is_a_clear_error_and_writes_nothing(evaluation_setup, tmp_p
 
 
 def test_run_of_another_entity_artifact_is_refused_by_name(evaluation_setup):
-    from eiclip_core.evaluate import evaluate_profile
-    from eiclip_core.profiles import get_profile
+    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
     (data_dir / "runs/ei-clip/seed0/config.json").write_text(json.dumps({"entity_artifact_id": "older"}))
@@ -324,8 +324,8 @@ def test_a_split_too_small_for_sample100_leaves_it_out_and_says_so(evaluation_se
     fewer candidates; results.json and results.md say it was not measured and why."""
     import eiclip_core.entities
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluate import evaluate_profile
-    from eiclip_core.profiles import get_profile
+    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
     pids = FashionGen(write_fashiongen_h5(data_dir / "validation.h5", views=(1, 2) * 20)).products["product_id"]
@@ -349,10 +349,10 @@ def test_a_split_too_small_for_sample100_leaves_it_out_and_says_so(evaluation_se
 def test_wrong_size_cache_is_named_and_recomputed(damage, evaluation_setup):
     """A cache whose arrays are whole but do not fit the split (or each other) is named in one warning and
     recomputed, never scored (a silent wrong number) nor a traceback."""
-    from eiclip_core.checkpoint import checkpoint_id
+    from eiclip_core.model.checkpoint import checkpoint_id
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluate import evaluate_profile
-    from eiclip_core.profiles import get_profile
+    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
     profile = get_profile("smoke", rows=("clip-ft",), seeds=(0,))

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from eiclip_core import figures  # noqa: E402
-from eiclip_core.analysis import GENERAL_WORDS, WORD_GROUP, unit_rows  # noqa: E402
+from eiclip_core.analysis.measures import GENERAL_WORDS, WORD_GROUP, unit_rows  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

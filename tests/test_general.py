@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from eiclip_core.backbone import KIT_WEIGHTS, RANDOM_INIT, load_backbone
+from eiclip_core.model.backbone import KIT_WEIGHTS, RANDOM_INIT, load_backbone
 from eiclip_core.errors import KitError
-from eiclip_core.general.corpus import ALL_COLOURS, BRAND_COLOURS, GARMENT_WORDS, ICON_WORDS, ICONS, make_corpus
-from eiclip_core.general.pretrain import PretrainConfig, is_made, make_weights, manifest_path
+from eiclip_core.synth.general_corpus import ALL_COLOURS, BRAND_COLOURS, GARMENT_WORDS, ICON_WORDS, ICONS, make_corpus
+from eiclip_core.train.pretrain_general import PretrainConfig, is_made, make_weights, manifest_path
 from eiclip_core.synth.render import draw_shape
 from eiclip_core.synth.world import BRAND_ORDINARY
 
@@ -55,13 +55,13 @@ def test_pretrain_writes_weights_with_a_manifest_and_reuses_them(tmp_path, monke
     def fail(*args, **kwargs):
         raise AssertionError("pretrained again although the weights were made by this config")
 
-    monkeypatch.setattr("eiclip_core.general.pretrain.pretrain", fail)
+    monkeypatch.setattr("eiclip_core.train.pretrain_general.pretrain", fail)
     assert make_weights(TINY, weights, progress=False) == manifest
 
 
 def test_pretraining_changes_only_the_image_tower_the_projection_and_the_scale(tmp_path):
     make_weights(TINY, tmp_path / "w.pt", progress=False)
-    from eiclip_core.checkpoint import load_checkpoint
+    from eiclip_core.model.checkpoint import load_checkpoint
 
     state = load_checkpoint(tmp_path / "w.pt")["model"]
     random = load_backbone("eiclip-tiny", RANDOM_INIT, seed=TINY.seed).model.state_dict()
@@ -70,7 +70,7 @@ def test_pretraining_changes_only_the_image_tower_the_projection_and_the_scale(t
 
 
 def test_default_backbone_loads_the_general_weights_and_random_only_by_name():
-    from eiclip_core.checkpoint import load_checkpoint
+    from eiclip_core.model.checkpoint import load_checkpoint
 
     default = load_backbone("eiclip-tiny").model.state_dict()
     random = load_backbone("eiclip-tiny", RANDOM_INIT).model.state_dict()
@@ -91,7 +91,7 @@ def test_missing_or_damaged_default_weights_is_one_clear_line(tmp_path, monkeypa
 
 def test_pretraining_twice_on_this_machine_is_bit_identical(tmp_path):
     """Bit-exactness is a property of one machine: the same config made twice here gives the same bytes."""
-    from eiclip_core.checkpoint import checkpoint_id
+    from eiclip_core.model.checkpoint import checkpoint_id
 
     first = make_weights(TINY, tmp_path / "first.pt", progress=False)
     second = make_weights(TINY, tmp_path / "second.pt", progress=False)

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eiclip_core import metrics
+from eiclip_core.evaluation import metrics
 from eiclip_core.errors import KitError
-from eiclip_core.metrics import positive_ranks, retrieval_metrics, retrieval_ranks
-from eiclip_core.sample100 import sample100_candidates, sample100_metrics
+from eiclip_core.evaluation.metrics import positive_ranks, retrieval_metrics, retrieval_ranks
+from eiclip_core.evaluation.sample100 import sample100_candidates, sample100_metrics
 
 E = np.eye(4, dtype=np.float32)
 H = np.full(4, 0.5, dtype=np.float32)  # unit norm, dot with a basis vector = 0.5

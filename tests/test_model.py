@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 import eiclip_core  # noqa: F401
-from eiclip_core.backbone import load_backbone
+from eiclip_core.model.backbone import load_backbone
 from eiclip_core.errors import KitError
-from eiclip_core.loss import EICLIPLoss, entity_loss
-from eiclip_core.model import ROWS, EIConfig, build_dictionaries, build_eiclip, get_row, prompt_texts
+from eiclip_core.model.loss import EICLIPLoss, entity_loss
+from eiclip_core.model.eiclip import ROWS, EIConfig, build_dictionaries, build_eiclip, get_row, prompt_texts
 
 TEXTS = ["black diesel bomber. relaxed-fit cotton jacket", "canada goose parka in navy", "slim fit tops by arrow",
          "wool blend trousers, tailored"]

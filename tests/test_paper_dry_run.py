@@ -5,7 +5,7 @@ import json
 import pytest
 
 from eiclip_core.cli import main
-from eiclip_core.pipeline import NOTEBOOKS
+from eiclip_core.pipeline.reproduce import NOTEBOOKS
 
 
 @pytest.mark.slow

@@ -4,10 +4,10 @@ import json
 import nbformat
 import pytest
 
-from eiclip_core import pipeline
+from eiclip_core.pipeline import reproduce
 from eiclip_core.cli import main
 from eiclip_core.errors import KitError
-from eiclip_core.profiles import get_profile
+from eiclip_core.pipeline.profiles import get_profile
 
 
 def _notebook(path, cells, params="x = 1\nname = 'a'"):
@@ -21,11 +21,11 @@ def _notebook(path, cells, params="x = 1\nname = 'a'"):
 
 def test_parameters_are_filtered_and_type_checked(tmp_path):
     nb = _notebook(tmp_path / "01_demo.ipynb", ["print(x)"])
-    assert pipeline.notebook_parameters(nb, {"x": 3, "name": "b", "other": 1.0}) == {"x": 3, "name": "b"}
+    assert reproduce.notebook_parameters(nb, {"x": 3, "name": "b", "other": 1.0}) == {"x": 3, "name": "b"}
     with pytest.raises(KitError, match=r"01_demo.ipynb: parameter 'x' expects int, got str"):
-        pipeline.notebook_parameters(nb, {"x": "3"})
+        reproduce.notebook_parameters(nb, {"x": "3"})
     with pytest.raises(KitError, match="expects int, got bool"):
-        pipeline.notebook_parameters(nb, {"x": True})
+        reproduce.notebook_parameters(nb, {"x": True})
 
 
 def test_notebook_without_parameters_cell_is_named(tmp_path):
@@ -33,7 +33,7 @@ def test_notebook_without_parameters_cell_is_named(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("x = 1")]
     nbformat.write(nb, tmp_path / "02_bare.ipynb")
     with pytest.raises(KitError, match="02_bare.ipynb: no cell tagged 'parameters'"):
-        pipeline.notebook_parameters(tmp_path / "02_bare.ipynb", {})
+        reproduce.notebook_parameters(tmp_path / "02_bare.ipynb", {})
 
 
 def test_failing_notebook_is_named_and_reports_are_restored(tmp_path):
@@ -59,7 +59,7 @@ def _run_in(folder, source, reports):
     """run_notebook with the kernel's working folder (normally the project root) set to `folder`."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline, "PROJECT_ROOT", folder)
-        pipeline.run_notebook(source, {"x": 7}, reports)
+        reproduce.run_notebook(source, {"x": 7}, reports)
 
 
 def test_successful_notebook_lands_in_reports(tmp_path):
@@ -80,7 +80,7 @@ def test_seed_override_moves_every_seed_and_gets_its_own_folders():
     assert profile.data_seed == 7 and profile.seeds == (7, 8) and profile.harm_data_seeds == (7, 8, 9)
     science = get_profile("science", seed=7)
     assert science.sweep_data_seeds == (7, 8) and science.sweep_seeds == (7, 8, 9)
-    data_dir, reports_dir = pipeline.default_dirs(profile, seed=7)
+    data_dir, reports_dir = reproduce.default_dirs(profile, seed=7)
     assert str(data_dir) == "data/quick-seed7" and str(reports_dir) == "reports/quick-seed7"
 
 

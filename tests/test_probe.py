@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from eiclip_core.probe import choose_swaps, probe_type, run_probe, swap_value, top_k_share
-from eiclip_core.readings import probe_numbers, read_probe
+from eiclip_core.analysis.counterfactual_swap import choose_swaps, probe_type, run_probe, swap_value, top_k_share
+from eiclip_core.analysis.readings import probe_numbers, read_probe
 
 BRANDS = ["arrow", "olive", "pilot", "other"]
 

@@ -1,4 +1,4 @@
-"""Notebook 05's readings (eiclip_core.readings): sentences computed from numbers, never beyond them.
+"""Notebook 05's readings (eiclip_core.analysis.readings): sentences computed from numbers, never beyond them.
 
 (a) Unit tests on small fabricated measures: each reading says what its numbers say, and claims no
     difference within its tolerance (or, for the retrieval disagreements and the dictionary turns,
@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eiclip_core import readings
-from eiclip_core.analysis import sign_test
+from eiclip_core.analysis import readings
+from eiclip_core.analysis.measures import sign_test
 
 FIRST, SECOND = "CLIP-FT", "EI-CLIP"
 unit = st.floats(0, 1, allow_nan=False)
@@ -52,10 +52,10 @@ def probe_summary(shifts: dict) -> pd.DataFrame:
 
 
 def sweep_summary(gains: dict, base: float = 20.0) -> dict:
-    """eiclip_core.sweep_summary's tables from hand-made runs: per knob, EI-CLIP = CLIP-FT + gains[knob][i] on
+    """eiclip_core.analysis.sweep_statistics's tables from hand-made runs: per knob, EI-CLIP = CLIP-FT + gains[knob][i] on
     pair i = (data seed i // 3, training seed i % 3), CLIP-FT falling with the knob; no entity breakdown rows
     but a prone / not-prone pair of brand queries whose gains differ by one point."""
-    from eiclip_core import sweep_summary as summary
+    from eiclip_core.analysis import sweep_statistics as summary
 
     runs, breakdown = [], []
     for x, values in gains.items():

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from eiclip_core.config import TrainConfig
+from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.run_directory import RunDirectory, file_identity
-from eiclip_core.train import train
+from eiclip_core.train.run_directory import RunDirectory, file_identity
+from eiclip_core.train.loop import train
 from test_train import cfg_for as train_cfg_for, final_state
 
 ROOT = Path(__file__).resolve().parents[1]

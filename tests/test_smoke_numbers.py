@@ -29,7 +29,7 @@ def executed(tmp_path_factory) -> Path:
     """The reports folder of a fresh smoke run: nbval's (make test-notebooks) or one made here."""
     if os.environ.get("EICLIP_SMOKE_RUN"):
         return Path(os.environ["EICLIP_SMOKE_RUN"])
-    from eiclip_core.pipeline import reproduce
+    from eiclip_core.pipeline.reproduce import reproduce
 
     tmp = tmp_path_factory.mktemp("smoke-run")
     return reproduce("smoke", data_dir=tmp / "data", reports_dir=tmp / "reports")

@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from scipy.stats import ttest_rel
 
-from eiclip_core import readings, sweep, sweep_summary
+from eiclip_core.analysis import readings
+from eiclip_core.analysis import sweep
+from eiclip_core.analysis import sweep_statistics
 from eiclip_core.errors import KitError
-from eiclip_core.profiles import get_profile
+from eiclip_core.pipeline.profiles import get_profile
 
 
 def runs_table(gains, knob=1.0, base=20.0) -> pd.DataFrame:
@@ -28,7 +30,7 @@ def runs_table(gains, knob=1.0, base=20.0) -> pd.DataFrame:
 def test_science_profile_has_every_point_once_and_its_own_reports():
     from pathlib import Path
 
-    from eiclip_core.pipeline import default_dirs
+    from eiclip_core.pipeline.reproduce import default_dirs
 
     profile = get_profile("science")
     assert default_dirs(profile) == (Path("data/science"), Path("reports/science"))
@@ -41,20 +43,20 @@ def test_science_profile_has_every_point_once_and_its_own_reports():
 
 def test_paired_gain_on_a_hand_made_table():
     gains = [1.0, 2.0, -0.5, 1.5, 0.0, 3.0]
-    table = sweep_summary.gain_table(runs_table(gains)).iloc[0]
+    table = sweep_statistics.gain_table(runs_table(gains)).iloc[0]
     assert table["gain"] == pytest.approx(np.mean(gains)) and table["std"] == pytest.approx(np.std(gains, ddof=1))
     assert (table["n"], table["EI-CLIP wins"], table["CLIP-FT wins"]) == (6, 4, 1)
     ft = 20.0 + np.arange(6)
     assert table["p"] == pytest.approx(ttest_rel(ft + gains, ft).pvalue)
-    recall = sweep_summary.recall_table(runs_table(gains))
+    recall = sweep_statistics.recall_table(runs_table(gains))
     assert recall["row"].tolist() == ["CLIP zero-shot", "CLIP-FT", "EI-CLIP"] and recall["n"].tolist() == [2, 6, 6]
 
 
 def test_one_pair_is_not_tested_and_the_reading_says_so():
     recalls = pd.concat([runs_table([0.5], knob=0.0), runs_table([2.0], knob=1.0, base=15.0)])
-    summary = {"recall": sweep_summary.recall_table(recalls), "harm": sweep_summary.harm_table(recalls),
-               "gain": sweep_summary.gain_table(recalls),
-               "prone": sweep_summary.prone_gain_table(pd.DataFrame(columns=["confounding", "type", "status", "n",
+    summary = {"recall": sweep_statistics.recall_table(recalls), "harm": sweep_statistics.harm_table(recalls),
+               "gain": sweep_statistics.gain_table(recalls),
+               "prone": sweep_statistics.prone_gain_table(pd.DataFrame(columns=["confounding", "type", "status", "n",
                                                                              "data seed", "row", "seed", "mean"]))}
     gain = summary["gain"].set_index("confounding")
     assert gain.loc[1.0, "gain"] == 2.0 and gain.loc[1.0, "n"] == 1 and gain["p"].isna().all()
@@ -81,7 +83,7 @@ def _no_training(*args, **kwargs):
 
 @pytest.mark.slow  # about 70 s on 2 busy cores (eight real 1-step runs, two of them trained twice, and their evaluation)
 def test_runs_are_distinct_reused_and_only_a_missing_one_is_retrained(tmp_path, monkeypatch):
-    import eiclip_core.train
+    import eiclip_core.train.loop
 
     # smoke data, one optimiser step per run: the cheapest real sweep with 2 data seeds x 2 training seeds
     profile = get_profile("smoke", sweep_products=(32, 16), sweep_epochs=1, batch_size=32, confounding_sweep=(1.0,),
@@ -98,13 +100,13 @@ def test_runs_are_distinct_reused_and_only_a_missing_one_is_retrained(tmp_path, 
     done = _done_times(folder)
     assert len(done) == 8 and not list(folder.glob("*/runs/*/*/checkpoints"))
 
-    real_train = eiclip_core.train.train
-    monkeypatch.setattr(eiclip_core.train, "train", _no_training)
+    real_train = eiclip_core.train.loop.train
+    monkeypatch.setattr(eiclip_core.train.loop, "train", _no_training)
     again = sweep.run_sweep(profile, tmp_path)  # every run finished: read back, nothing trained
     pd.testing.assert_frame_equal(again.recalls, recalls)
     assert _done_times(folder) == done
 
-    monkeypatch.setattr(eiclip_core.train, "train", real_train)
+    monkeypatch.setattr(eiclip_core.train.loop, "train", real_train)
     import shutil
 
     shutil.rmtree(folder / "conf1-data1" / "runs" / "ei-clip" / "seed0")  # a point missing
@@ -115,7 +117,7 @@ def test_runs_are_distinct_reused_and_only_a_missing_one_is_retrained(tmp_path, 
     assert retrained == {"conf1-data1/runs/ei-clip/seed0", "conf1-data0/runs/clip-ft/seed1"}
     assert len(resumed.recalls) == len(recalls)
 
-    monkeypatch.setattr(eiclip_core.train, "train", _no_training)
+    monkeypatch.setattr(eiclip_core.train.loop, "train", _no_training)
     changed = get_profile("smoke", sweep_products=(32, 16), sweep_epochs=1, batch_size=32, confounding_sweep=(1.0,),
                           lr=2e-4)
     assert sweep.sweep_dir(changed, tmp_path) != folder  # other settings: a folder of their own, never reused

@@ -19,7 +19,7 @@ from eiclip_core.data.fashiongen import INT_KEYS, REQUIRED_KEYS, STRING_KEYS
 from eiclip_core.errors import KitError
 from eiclip_core.synth import generate, generate_unless_present, load_ground_truth
 from eiclip_core.synth.world import BRAND_ORDINARY, CATALOGUE, COLOURS, FIT_VALUES, FIT_WIDTH, MATERIALS
-from eiclip_core.text import normalise_value, product_text
+from eiclip_core.data.product_text import normalise_value, product_text
 
 MARK = slice(48, 60)  # rows / columns of the brand mark at 64 pixels (render.draw_glyph)
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 import eiclip_core  # noqa: F401
-from eiclip_core import train as T
-from eiclip_core.checkpoint import checkpoint_id, checksum, latest_checkpoint, load_checkpoint, save_checkpoint
-from eiclip_core.config import TrainConfig
-from eiclip_core.distributed import DistInfo
+from eiclip_core.train import loop as T
+from eiclip_core.model.checkpoint import checkpoint_id, checksum, latest_checkpoint, load_checkpoint, save_checkpoint
+from eiclip_core.model.config import TrainConfig
+from eiclip_core.train.distributed import DistInfo
 from eiclip_core.errors import KitError
-from eiclip_core.loading import load_run, zero_shot
-from eiclip_core.train import lr_factor, train
+from eiclip_core.model.factory import load_run, zero_shot
+from eiclip_core.train.loop import lr_factor, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -334,9 +334,9 @@ class _DiskFullAfter:
 def test_disk_full_at_a_checkpoint_is_one_line_and_the_run_is_not_finished(data, tmp_path, monkeypatch, capsys):
     """ENOSPC monkeypatched into the checkpoint's file: torch.save would turn it into a RuntimeError
     ("unexpected pos"); the command says "no space left on device" and names the file."""
-    import eiclip_core.checkpoint
+    import eiclip_core.model.checkpoint
 
-    monkeypatch.setattr(eiclip_core.checkpoint, "open", _DiskFullAfter, raising=False)
+    monkeypatch.setattr(eiclip_core.model.checkpoint, "open", _DiskFullAfter, raising=False)
     out = tmp_path / "run"
     from eiclip_core.cli import main
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eiclip_core.config import TrainConfig
-from eiclip_core.distributed import DistInfo
+from eiclip_core.model.config import TrainConfig
+from eiclip_core.train.distributed import DistInfo
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
-from eiclip_core.run_directory import LOG_FIELDS, VAL_FIELDS
-from eiclip_core.train import lr_factor, train, train_step
+from eiclip_core.train.run_directory import LOG_FIELDS, VAL_FIELDS
+from eiclip_core.train.loop import lr_factor, train, train_step
 from test_train import _train_argv, assert_same_weights, cfg_for, final_state, prepared
 from test_train import data  # noqa: F401  (fixture: the smoke data set, 128 validation products, and its entities)
 
@@ -55,8 +55,8 @@ def test_last_validation_recall_is_evaluate_full_protocol_of_the_final_model(sco
     """The loop's recall equals evaluate.py's "full" protocol on final.pt, encoded by evaluate.py itself
     (for the EI-CLIP row its texts pass through the intervention there as here)."""
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluate import evaluate_embeddings, extract_embeddings
-    from eiclip_core.loading import load_run
+    from eiclip_core.evaluation.evaluate import evaluate_embeddings, extract_embeddings
+    from eiclip_core.model.factory import load_run
 
     model, backbone, _ = load_run(scored)
     split = FashionGen(data / "validation.h5")
@@ -154,7 +154,7 @@ def test_first_and_last_evaluation_and_the_figure_per_run():
 
     matplotlib.use("Agg")
     from eiclip_core.figures import validation_curves_figure
-    from eiclip_core.validation import first_and_last
+    from eiclip_core.train.validation import first_and_last
 
     nan = float("nan")
     logs = pd.DataFrame({"row": ["clip-ft"] * 3 + ["ei-clip"] * 3 + ["cesm"] * 3, "seed": [0] * 6 + [1] * 3,

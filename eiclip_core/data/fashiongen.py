@@ -23,7 +23,7 @@ import pandas as pd
 
 from eiclip_core.data.h5file import error_reason, open_h5, row_pieces, storage_problem, unreadable_chunks
 from eiclip_core.errors import KitError
-from eiclip_core.text import product_text
+from eiclip_core.data.product_text import product_text
 
 # key -> kind of content; every key of FASHIONGEN.md's table. One value per row, stored (N, 1)
 # except index_2 which the real files store 1-D; the reader accepts either form for every key.

@@ -19,7 +19,7 @@ from eiclip_core.entities.miner import FIT_WORDS, EntityMiner
 from eiclip_core.entities.vocab import (ALL_TYPES, MENTION_TYPES, METADATA_TYPES, MODEL_TYPES,
                                         backbone_tokenizer, build_vocabulary, parse_composition,
                                         prone_flags)
-from eiclip_core.text import normalise_value
+from eiclip_core.data.product_text import normalise_value
 
 
 def product_values(products, entity_type: str) -> list:

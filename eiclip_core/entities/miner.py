@@ -30,7 +30,7 @@ from spacy.util import filter_spans
 from tqdm.auto import tqdm
 
 from eiclip_core.entities.vocab import PLURAL_TYPES, surface_variants
-from eiclip_core.text import normalise_value
+from eiclip_core.data.product_text import normalise_value
 
 # Fit words (canonical value = the word). A fit word is a fit mention when the Matcher sees it
 #   - before a fit noun: "slim fit", "slim-fit", "straight-leg", "relaxed silhouette" (or glued: "slimfit");

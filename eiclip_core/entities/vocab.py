@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 
 from eiclip_core.entities.artifact import OTHER
-from eiclip_core.text import normalise_value
+from eiclip_core.data.product_text import normalise_value
 
 # Metadata fields that are entity types, in Fashion-Gen column order; "fit" is mined from text.
 METADATA_TYPES = ("brand", "category", "subcategory", "composition", "season", "gender", "department")

@@ -8,7 +8,7 @@
                   the counterfactual probe, the confounding sweep
 
 Plotting functions take arrays or tables and return a matplotlib figure; they compute nothing the
-notebook reads (the numbers come from eiclip_core.analysis, eiclip_core.results, ...). `save_figure`
+notebook reads (the numbers come from eiclip_core.analysis.measures, eiclip_core.evaluation.results, ...). `save_figure`
 writes a figure as <reports_dir>/figures/<name>.png, atomically, with fixed settings.
 """
 from pathlib import Path
@@ -34,7 +34,7 @@ def save_figure(fig, reports_dir, name: str) -> Path:
     same figure gives the same bytes). Written to a temporary file in the same folder and renamed over
     the destination (eiclip_core.io.atomic_path): a reader never sees half a PNG, and a figure that
     fails to draw leaves the previous file as it was. Closed, so the inline backend does not draw it a
-    second time: a notebook shows the saved file (eiclip_core.notebook.show), one drawing per figure."""
+    second time: a notebook shows the saved file (eiclip_core.pipeline.notebook.show), one drawing per figure."""
     path = layout.figures_dir(reports_dir) / f"{name}.png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from eiclip_core.analysis import unit_rows
+from eiclip_core.analysis.measures import unit_rows
 
 TYPE_COLOURS = dict(zip(("brand", "category", "subcategory", "composition", "season", "fit"),
                         ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
@@ -220,7 +220,7 @@ def probe_figure(table: pd.DataFrame):
 
 def sweep_figure(recall: pd.DataFrame, gain: pd.DataFrame):
     """Left: each row's mean recall against the confounding knob, error bars one std over runs; right:
-    EI-CLIP's paired gain over CLIP-FT, error bars one std over pairs (eiclip_core.sweep_summary tables).
+    EI-CLIP's paired gain over CLIP-FT, error bars one std over pairs (eiclip_core.analysis.sweep_statistics tables).
     No bar where there is one run (no spread)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for j, (row, runs) in enumerate(recall.groupby("row", sort=False)):

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from eiclip_core.plots_data import ENTITY_COLUMNS
+from eiclip_core.data.tables import ENTITY_COLUMNS
 
 
 def _bars(ax, counts: pd.Series, title: str, top: int, by_count: bool = True):

@@ -1,4 +1,4 @@
-"""Figures of the confounder measured before fine-tuning (notebook 01, eiclip_core.harm)."""
+"""Figures of the confounder measured before fine-tuning (notebook 01, eiclip_core.analysis.harm)."""
 import matplotlib.pyplot as plt
 import pandas as pd
 

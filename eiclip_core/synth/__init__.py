@@ -33,14 +33,14 @@ Modules, one job each (reuse them for other generated data):
 
 Run: `eiclip synth --out data/smoke --profile smoke` (a few seconds) or `--profile quick`.
 """
-from eiclip_core.profiles import PROFILES
+from eiclip_core.pipeline.profiles import PROFILES
 from eiclip_core.synth.files import generate, generate_unless_present, load_ground_truth
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder (train.h5, validation.h5, ground_truth.json)")
     generated = [name for name, prof in PROFILES.items() if prof.n_train_products > 0]
-    parser.add_argument("--profile", default="smoke", choices=generated, help="sizes (eiclip_core.profiles)")
+    parser.add_argument("--profile", default="smoke", choices=generated, help="sizes (eiclip_core.pipeline.profiles)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--confounding", type=float, default=None,
                         help="fraction of entity values that are misleading ordinary words, in [0, 1] "

@@ -23,7 +23,7 @@ import numpy as np
 
 from eiclip_core.errors import KitError
 from eiclip_core.io import atomic_path, check_free_space, write_error, write_json, writable_dir
-from eiclip_core.profiles import check_seed, get_profile
+from eiclip_core.pipeline.profiles import check_seed, get_profile
 from eiclip_core.synth.product import make_product, render_product
 from eiclip_core.synth.render import material_textures
 from eiclip_core.synth.world import FIT_VALUES, build_world

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from eiclip_core.synth import render
-from eiclip_core.synth.text import composition_text, joined_mentions, product_description, product_name
+from eiclip_core.synth.descriptions import composition_text, joined_mentions, product_description, product_name
 from eiclip_core.synth.world import CATALOGUE, COLOURS, FIT_VALUES, FIT_WIDTH, MATERIALS, SEASONS, Cat, Sub, World
-from eiclip_core.text import normalise_value, product_text
+from eiclip_core.data.product_text import normalise_value, product_text
 
 _CATEGORY_WEIGHTS = np.array([cat.weight for cat in CATALOGUE])
 _CLOTHING_MATERIALS = [0, 1, 2, 3, 4, 6, 7]  # indices into MATERIALS: all but leather

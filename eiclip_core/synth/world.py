@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eiclip_core.text import normalise_value
+from eiclip_core.data.product_text import normalise_value
 
 FIT_VALUES = ("slim", "relaxed", "regular", "oversized", "loose", "skinny", "straight", "tailored")
 FIT_WIDTH = {"skinny": 0.72, "slim": 0.8, "tailored": 0.86, "straight": 0.93, "regular": 1.0,

@@ -7,7 +7,7 @@ and that writes the run's files.
     log.csv        one row per optimiser step (LOG_FIELDS; with eval_every on, VAL_FIELDS too, filled at
                    the evaluated steps and empty at the others)
     checkpoints/   {epoch_<k>,step_<n>}.pt: resume points (train.RunState payloads), none at the last step
-    final.pt       the trained model (read back by eiclip_core.loading.load_run)
+    final.pt       the trained model (read back by eiclip_core.model.factory.load_run)
     done.json      device, world size, seconds, steps, throughput, the checkpoint resumed from
 
 Every rank may ask (is_done, check_can_start); only rank 0 locks and writes.
@@ -20,14 +20,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eiclip_core.checkpoint import save_checkpoint
-from eiclip_core.config import TrainConfig
+from eiclip_core.model.checkpoint import save_checkpoint
+from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
 from eiclip_core.io import make_dir, write_json, write_text
-from eiclip_core.metrics import metric_keys
+from eiclip_core.evaluation.metrics import metric_keys
 
 LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
-VAL_FIELDS = [f"val_{k}" for k in metric_keys()]  # validation recall (eiclip_core.validation), percent
+VAL_FIELDS = [f"val_{k}" for k in metric_keys()]  # validation recall (eiclip_core.train.validation), percent
 
 
 def log_fields(config: dict) -> list:

@@ -8,13 +8,13 @@ One process (CPU or one GPU):
 Data parallel, N processes on one machine (nccl on GPUs, gloo on CPU; --batch-size is the global
 contrastive batch, split across ranks, features gathered for the loss):
 
-    torchrun --standalone --nproc_per_node 4 -m eiclip_core.train --train ... --out ...
+    torchrun --standalone --nproc_per_node 4 -m eiclip_core.train.loop --train ... --out ...
 
 Resume a killed run where it stopped (model, optimiser, schedule, scaler, data position, RNG):
 
     eiclip train ... --out data/smoke/runs/ei-clip/seed0 --resume latest
 
-Validation recall in log.csv every N steps (full protocol, rank 0; eiclip_core/validation.py):
+Validation recall in log.csv every N steps (full protocol, rank 0; eiclip_core/train/validation.py):
 
     eiclip train ... --val data/smoke/validation.h5 --eval-every 2
 
@@ -40,16 +40,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from eiclip_core import distributed as D
-from eiclip_core.backbone import load_backbone
-from eiclip_core.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from eiclip_core.config import TrainConfig
+from eiclip_core.train import distributed as D
+from eiclip_core.model.backbone import load_backbone
+from eiclip_core.model.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.loss import EICLIPLoss
-from eiclip_core.model import EICLIP, build_eiclip
-from eiclip_core.run_directory import RunDirectory, run_record
-from eiclip_core.training_data import MicroBatch, TrainingData
-from eiclip_core.validation import is_eval_step
+from eiclip_core.model.loss import EICLIPLoss
+from eiclip_core.model.eiclip import EICLIP, build_eiclip
+from eiclip_core.train.run_directory import RunDirectory, run_record
+from eiclip_core.train.data import MicroBatch, TrainingData
+from eiclip_core.train.validation import is_eval_step
 
 LOSSES = ("loss", "loss_itc", "loss_ent")
 # config fields that leave the numbers alone (validation only reads the model: tests/test_validation_curve.py)
@@ -358,7 +358,7 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eiclip_core.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m eiclip_core.train.loop", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -3,7 +3,7 @@
 `KitConfig` gives each config the same surface (as open_clip's tower configs share one shape):
 `from_dict` refuses unknown fields and values of the wrong type, `__post_init__` checks ranges,
 `to_dict` is what a run stores. `TrainConfig` lives here, not in the trainer, so that loading a
-finished run (eiclip_core.loading) never imports the training loop.
+finished run (eiclip_core.model.factory) never imports the training loop.
 """
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -61,10 +61,10 @@ class TrainConfig(KitConfig):
     label = "train config"
 
     train: str = ""  # Fashion-Gen training HDF5
-    val: str = ""  # validation HDF5 scored during training (eiclip_core.validation; "" = none)
+    val: str = ""  # validation HDF5 scored during training (eiclip_core.train.validation; "" = none)
     entities: str = ""  # entity artifact (eiclip mine); its id is recorded in config.json
     out: str = ""  # run directory
-    row: str = "ei-clip"  # METHOD.md sec. 8 row (eiclip_core.model.ROWS)
+    row: str = "ei-clip"  # METHOD.md sec. 8 row (eiclip_core.model.eiclip.ROWS)
     model: dict = field(default_factory=dict)  # overrides of the row's EIConfig fields (sec. 3-7 switches)
     backbone: str = DEFAULT_BACKBONE  # open_clip model name
     pretrained: str = ""  # open_clip tag or weights file ("" = the config's own pretrained towers)
@@ -111,13 +111,13 @@ class TrainConfig(KitConfig):
 
     def ei_config(self):
         """The row's EIConfig with this run's `model` overrides applied."""
-        from eiclip_core.model import EIConfig, get_row
+        from eiclip_core.model.eiclip import EIConfig, get_row
 
         return EIConfig.from_dict({**get_row(self.row).to_dict(), **self.model}, where="train config 'model'")
 
 
 def profile_config(profile, data_dir, row: str, seed: int, device: str = "auto") -> TrainConfig:
-    """The TrainConfig of one run of a profile (eiclip_core.profiles) under the kit's data layout."""
+    """The TrainConfig of one run of a profile (eiclip_core.pipeline.profiles) under the kit's data layout."""
     from eiclip_core.layout import entities_file, run_dir, split_file
 
     return TrainConfig(train=str(split_file(data_dir, "train")), val=str(split_file(data_dir, "validation")),

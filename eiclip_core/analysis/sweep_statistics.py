@@ -1,5 +1,5 @@
 """The confounding sweep's statistics (issue 14's question: does EI-CLIP beat CLIP-FT where the
-confounder is, and not where it is not?), from the tables of eiclip_core.sweep.run_sweep.
+confounder is, and not where it is not?), from the tables of eiclip_core.analysis.sweep.run_sweep.
 
     recall_table    per knob and row: mean recall, its spread (std over every run) and n runs
     harm_table      per row: the confounding harm, lowest knob minus highest (knob 0 - knob 1), paired
@@ -14,7 +14,7 @@ these tables is tuned on: they are computed once from the runs the profile fixes
 import numpy as np
 import pandas as pd
 
-from eiclip_core.results import row_label
+from eiclip_core.evaluation.results import row_label
 
 ZERO_SHOT, FIRST, SECOND = "zero-shot", "clip-ft", "ei-clip"  # no training, the baseline, the method
 MIN_PAIRS = 3  # fewer pairs: no paired test ("not tested")

@@ -4,11 +4,11 @@ Evaluation, figures and the sweep load models here; none of them imports the tra
 """
 from pathlib import Path
 
-from eiclip_core.backbone import load_backbone
-from eiclip_core.checkpoint import load_checkpoint
-from eiclip_core.config import DEFAULT_BACKBONE, TrainConfig
+from eiclip_core.model.backbone import load_backbone
+from eiclip_core.model.checkpoint import load_checkpoint
+from eiclip_core.model.config import DEFAULT_BACKBONE, TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.model import EICLIP, EIConfig, build_eiclip, get_row
+from eiclip_core.model.eiclip import EICLIP, EIConfig, build_eiclip, get_row
 
 
 def load_run(run_dir, device="cpu"):

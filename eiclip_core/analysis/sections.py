@@ -1,16 +1,17 @@
 """Notebook 05, the confounder made visible (METHOD.md sections 1, 3 to 6): one call per section.
 
-Each section takes the analysed runs (eiclip_core.analysed_runs), computes its measures
-(eiclip_core.analysis), draws and saves its figure (eiclip_core.figures) and returns the tables with
-the record of numbers its reading is computed from (eiclip_core.readings):
+Each section takes the analysed runs (eiclip_core.analysis.runs), computes its measures
+(eiclip_core.analysis.measures), draws and saves its figure (eiclip_core.figures) and returns the tables with
+the record of numbers its reading is computed from (eiclip_core.analysis.readings):
 {"figure": path or None, <tables>, "numbers": record, "reading": sentences}. The notebook stays a list
 of calls and ends by writing every section's numbers and reading to <reports_dir>/readings.json.
 """
 import numpy as np
 import pandas as pd
 
-from eiclip_core import analysis, readings
-from eiclip_core.analysed_runs import MODEL_NAMES, AnalysedRuns
+from eiclip_core.analysis import measures
+from eiclip_core.analysis import readings
+from eiclip_core.analysis.runs import MODEL_NAMES, AnalysedRuns
 from eiclip_core.figures import (attention_figure, dictionary_figure, gate_figure, probe_figure,
                                  retrieval_examples_figure, save_figure, sweep_figure, text_umap_figure)
 
@@ -20,21 +21,21 @@ FIRST, SECOND = MODEL_NAMES["clip-ft"], MODEL_NAMES["ei-clip"]  # the baseline, 
 def _frozen_check(runs: AnalysedRuns, d: dict) -> float:
     """Mean cosine between D_t and the frozen tower's encoding of the same prompts: 1 when the general
     words below are encoded in the space of D_t."""
-    from eiclip_core.model import prompt_texts
+    from eiclip_core.model.eiclip import prompt_texts
 
     model, values = runs.models[SECOND], runs.artifact.values
-    return float(np.mean([np.mean(np.sum(d[t] * analysis.encode_texts(runs.frozen, runs.tokenizer, prompt_texts(
+    return float(np.mean([np.mean(np.sum(d[t] * measures.encode_texts(runs.frozen, runs.tokenizer, prompt_texts(
         t, values[t], model.cfg.prompt), runs.device), axis=1)) for t in model.types]))
 
 
 def _labelled_values(runs: AnalysedRuns, n_values: int) -> list:
     """(kind, type, index) of the values the dictionary map names: the most frequent value of each collision
-    kind present (analysis.collision_picks); without any (a catalog of other names), the n_values most
-    frequent prone values (analysis.highlight_values), of kind ""."""
+    kind present (measures.collision_picks); without any (a catalog of other names), the n_values most
+    frequent prone values (measures.highlight_values), of kind ""."""
     model, art = runs.models[SECOND], runs.artifact
-    picks = analysis.collision_picks(art.values, art.counts, model.types)
+    picks = measures.collision_picks(art.values, art.counts, model.types)
     prone = {t: art.prone[t] for t in model.types}
-    return picks or [("", t, i) for t, i in analysis.highlight_values(art.values, prone, art.counts, model.types,
+    return picks or [("", t, i) for t, i in measures.highlight_values(art.values, prone, art.counts, model.types,
                                                                       n_values)]
 
 
@@ -43,18 +44,18 @@ def section_dictionaries(runs: AnalysedRuns, reports_dir, seed: int = 0, n_value
     collision kind) with their nearest words and general-word group before/after; per collision kind, how
     many values sit nearest the group they collide with."""
     model, art = runs.models[SECOND], runs.artifact
-    d, e = analysis.dictionaries(model)
-    words = list(analysis.GENERAL_WORDS)
-    word_emb = analysis.encode_texts(runs.frozen, runs.tokenizer, words, runs.device)
+    d, e = measures.dictionaries(model)
+    words = list(measures.GENERAL_WORDS)
+    word_emb = measures.encode_texts(runs.frozen, runs.tokenizer, words, runs.device)
     prone = {t: art.prone[t] for t in model.types}
     chosen = _labelled_values(runs, n_values)
-    neighbours = analysis.neighbour_table(d, e, art.values, chosen, words, word_emb)
-    shift = analysis.dictionary_shift(d, e, prone, word_emb)
-    collisions = analysis.collision_table(d, e, art.values, word_emb, words)
+    neighbours = measures.neighbour_table(d, e, art.values, chosen, words, word_emb)
+    shift = measures.dictionary_shift(d, e, prone, word_emb)
+    collisions = measures.collision_table(d, e, art.values, word_emb, words)
     numbers = readings.dictionary_numbers(shift, neighbours, _frozen_check(runs, d),
-                                          analysis.moved_rank_test(analysis.moved_degrees(d, e, prone)), collisions)
+                                          measures.moved_rank_test(measures.moved_degrees(d, e, prone)), collisions)
     fig = dictionary_figure(d, e, art.values, prone, [(t, i) for _, t, i in chosen], words, word_emb,
-                            [analysis.WORD_GROUP[w] for w in words], seed)
+                            [measures.WORD_GROUP[w] for w in words], seed)
     return {"figure": save_figure(fig, reports_dir, "05_dictionaries"), "neighbours": neighbours, "shift": shift,
             "collisions": collisions, "numbers": numbers, "reading": readings.read_dictionaries(numbers)}
 
@@ -73,7 +74,7 @@ def section_text_features(runs: AnalysedRuns, reports_dir, seed: int = 0, types=
     labels = {t: np.asarray(runs.labels(t), dtype=object)[keep] for t in types if t in runs.artifact.all_types}
     missing = [t for t in types if t not in labels or not any(v is not None for v in labels[t])]
     labels = {t: v for t, v in labels.items() if t not in missing}
-    purity = analysis.purity_table(features, labels)
+    purity = measures.purity_table(features, labels)
     numbers = readings.purity_numbers(purity, FIRST, SECOND, not_shown=missing)
     path = save_figure(text_umap_figure(features, labels, seed), reports_dir, "05_text_features") if labels else None
     return {"figure": path, "purity": purity, "numbers": numbers, "reading": readings.read_text_features(numbers)}
@@ -82,9 +83,9 @@ def section_text_features(runs: AnalysedRuns, reports_dir, seed: int = 0, types=
 def section_gates(runs: AnalysedRuns, reports_dir) -> dict:
     """The CESM gates g_t of EI-CLIP on every validation text: per type and per category."""
     model = runs.models[SECOND]
-    gates, attention = analysis.gates_and_attention(model, runs.tokenizer, runs.texts, runs.device)
-    table = analysis.gate_table(gates, model.types)
-    by_category = analysis.gate_by_group(gates, model.types, runs.data.products["category"])
+    gates, attention = measures.gates_and_attention(model, runs.tokenizer, runs.texts, runs.device)
+    table = measures.gate_table(gates, model.types)
+    by_category = measures.gate_by_group(gates, model.types, runs.data.products["category"])
     numbers = readings.gate_numbers(table, by_category)
     fig = gate_figure(gates, model.types, by_category)
     return {"figure": save_figure(fig, reports_dir, "05_gates"), "table": table, "by_category": by_category,
@@ -110,7 +111,7 @@ def section_attention(runs: AnalysedRuns, reports_dir, attention: dict, entity_t
     the attention's top value is the query's own value for every type. No figure when no validation
     product has a value of `entity_type` (a catalog without brands): the reading says so."""
     art = runs.artifact
-    table = analysis.attention_table(attention, art.value_ids("validation"), art.prior)
+    table = measures.attention_table(attention, art.value_ids("validation"), art.prior)
     examples = _attention_examples(runs, attention, entity_type, n, seed) if entity_type in attention else []
     numbers = readings.attention_numbers(table, entity_type if not examples else None)
     path = save_figure(attention_figure(examples), reports_dir, "05_attention") if examples else None
@@ -118,26 +119,26 @@ def section_attention(runs: AnalysedRuns, reports_dir, attention: dict, entity_t
 
 
 def section_probe(runs: AnalysedRuns, reports_dir, n_queries: int = 200, seed: int = 0) -> dict:
-    """The counterfactual probe (eiclip_core.probe) for CLIP-FT and EI-CLIP on the same swaps; no figure
+    """The counterfactual probe (eiclip_core.analysis.counterfactual_swap) for CLIP-FT and EI-CLIP on the same swaps; no figure
     when no validation text mentions a value that can be swapped (a catalog without brands or mentions)."""
-    from eiclip_core import probe
+    from eiclip_core.analysis import counterfactual_swap
 
     art = runs.artifact
     models = {name: (runs.encoder(name), runs.gallery(name), runs.embeddings[name].text) for name in runs.models}
-    summary, details = probe.run_probe(models, runs.texts, art.mentions("validation"), art.value_ids("validation"),
-                                       art.values, probe.PROBE_TYPES, n_queries=n_queries, seed=seed)
+    summary, details = counterfactual_swap.run_probe(models, runs.texts, art.mentions("validation"), art.value_ids("validation"),
+                                       art.values, counterfactual_swap.PROBE_TYPES, n_queries=n_queries, seed=seed)
     shown = [df.head(2).assign(type=t) for (t, name), df in details.items() if name == SECOND and len(df)]
     examples = pd.concat(shown) if shown else pd.DataFrame(columns=["type", "text", "swapped"])
-    numbers = readings.probe_numbers(summary, FIRST, SECOND, probe.PROBE_TYPES)
+    numbers = readings.probe_numbers(summary, FIRST, SECOND, counterfactual_swap.PROBE_TYPES)
     path = save_figure(probe_figure(summary), reports_dir, "05_probe") if len(summary) else None
     return {"figure": path, "table": summary, "examples": examples[["type", "text", "swapped"]].reset_index(drop=True),
             "numbers": numbers, "reading": readings.read_probe(numbers)}
 
 
 def _disagreement_cases(runs: AnalysedRuns, found: dict, k: int) -> list:
-    """Both models' top k for every example query of `found` (analysis.disagreements), each labelled with
+    """Both models' top k for every example query of `found` (measures.disagreements), each labelled with
     its group and the model, for retrieval_examples_figure."""
-    from eiclip_core.evaluate import retrieval_examples
+    from eiclip_core.evaluation.evaluate import retrieval_examples
 
     cases = []
     for key in list(found)[1:]:
@@ -150,11 +151,11 @@ def _disagreement_cases(runs: AnalysedRuns, found: dict, k: int) -> list:
 
 def section_examples(runs: AnalysedRuns, reports_dir, n: int = 2, k: int = 5, seed: int = 0) -> dict:
     """Text -> image queries CLIP-FT gets wrong and EI-CLIP right (top-1), and the reverse."""
-    from eiclip_core.metrics import positive_ranks
+    from eiclip_core.evaluation.metrics import positive_ranks
 
     pids = runs.data.products["product_id"].to_numpy()
     ranks = {name: positive_ranks(runs.embeddings[name].text, runs.gallery(name), pids, pids) for name in runs.models}
-    found = analysis.disagreements(ranks, FIRST, SECOND, n=n, seed=seed)
+    found = measures.disagreements(ranks, FIRST, SECOND, n=n, seed=seed)
     cases = _disagreement_cases(runs, found, k)
     path = None
     if cases:
@@ -162,23 +163,24 @@ def section_examples(runs: AnalysedRuns, reports_dir, n: int = 2, k: int = 5, se
         fig = retrieval_examples_figure(cases, lambda p: runs.data.image(int(runs.data.first_row[p])), title)
         path = save_figure(fig, reports_dir, "05_examples")
     counts = found["counts"]
-    p = analysis.sign_test(counts[f"{SECOND} right, {FIRST} wrong"], counts[f"{FIRST} right, {SECOND} wrong"])
+    p = measures.sign_test(counts[f"{SECOND} right, {FIRST} wrong"], counts[f"{FIRST} right, {SECOND} wrong"])
     numbers = readings.examples_numbers(counts, FIRST, SECOND, len(pids), p)
     return {"figure": path, "counts": counts, "numbers": numbers, "reading": readings.read_examples(numbers)}
 
 
 def section_sweep(profile, data_dir, reports_dir, device="cpu") -> dict:
-    """Zero-shot, CLIP-FT and EI-CLIP against the generator's confounding knob (eiclip_core.sweep), over
+    """Zero-shot, CLIP-FT and EI-CLIP against the generator's confounding knob (eiclip_core.analysis.sweep), over
     the profile's data seeds and training seeds, with the spread, the harm, EI-CLIP's paired gain and
-    its gain on queries with confounding-prone values (eiclip_core.sweep_summary)."""
-    from eiclip_core import sweep, sweep_summary
+    its gain on queries with confounding-prone values (eiclip_core.analysis.sweep_statistics)."""
+    from eiclip_core.analysis import sweep
+    from eiclip_core.analysis import sweep_statistics
 
     if profile.real_data or not profile.confounding_sweep:
         numbers = readings.sweep_numbers(profile.name, None)
         return {"figure": None, "table": None, "numbers": numbers, "reading": readings.read_sweep(numbers)}
     runs = sweep.run_sweep(profile, data_dir, device)
-    summary = {"recall": sweep_summary.recall_table(runs.recalls), "harm": sweep_summary.harm_table(runs.recalls),
-               "gain": sweep_summary.gain_table(runs.recalls), "prone": sweep_summary.prone_gain_table(runs.breakdown)}
+    summary = {"recall": sweep_statistics.recall_table(runs.recalls), "harm": sweep_statistics.harm_table(runs.recalls),
+               "gain": sweep_statistics.gain_table(runs.recalls), "prone": sweep_statistics.prone_gain_table(runs.breakdown)}
     numbers = readings.sweep_numbers(profile.name, summary)
     figure = save_figure(sweep_figure(summary["recall"], summary["gain"]), reports_dir, "05_sweep")
     return {"figure": figure, "table": summary["recall"], **summary, "runs": runs, "numbers": numbers,

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eiclip_core.checkpoint import checksum
-from eiclip_core.config import KitConfig
+from eiclip_core.model.checkpoint import checksum
+from eiclip_core.model.config import KitConfig
 from eiclip_core.errors import KitError
 
 # ---------------------------------------------------------------------------------------------- config
@@ -224,7 +224,7 @@ class EICLIP(nn.Module):
         """Training forward: normalised features, the logit scale and (with the EALM) the entity logits,
         a list over `types` of (B, |V_t|).
 
-        The loss (eiclip_core.loss.EICLIPLoss) turns these into L_itc and L_ent; the model never sees
+        The loss (eiclip_core.model.loss.EICLIPLoss) turns these into L_itc and L_ent; the model never sees
         entity labels or the world size.
         """
         v = self.image_features(images)

@@ -25,14 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from eiclip_core import layout
-from eiclip_core.checkpoint import checkpoint_id
+from eiclip_core.model.checkpoint import checkpoint_id
 from eiclip_core.errors import KitError
 from eiclip_core.io import atomic_path, write_json, write_text
-from eiclip_core.metrics import KS, metric_keys, recalls, retrieval_ranks
-from eiclip_core.sample100 import sample100_metrics, sample100_unmeasurable
-from eiclip_core.results import (PROTOCOLS, breakdown_table, published_records, results_markdown,
+from eiclip_core.evaluation.metrics import KS, metric_keys, recalls, retrieval_ranks
+from eiclip_core.evaluation.sample100 import sample100_metrics, sample100_unmeasurable
+from eiclip_core.evaluation.results import (PROTOCOLS, breakdown_table, published_records, results_markdown,
                                  summary_table)
-from eiclip_core.run_directory import file_identity
+from eiclip_core.train.run_directory import file_identity
 
 ZERO_SHOT = "zero-shot"
 SPLIT = "validation"
@@ -58,7 +58,7 @@ class Embeddings:
 
 def eval_autocast(device: torch.device):
     """The precision evaluation encodes in: fp16 autocast on CUDA, fp32 elsewhere. `extract_embeddings`
-    and the validation during training (eiclip_core.validation) share it, so their recalls agree."""
+    and the validation during training (eiclip_core.train.validation) share it, so their recalls agree."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
@@ -292,9 +292,9 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     candidates."""
     from eiclip_core.data import FashionGen
     from eiclip_core.entities import load_artifact
-    from eiclip_core.profiles import get_profile
+    from eiclip_core.pipeline.profiles import get_profile
     from eiclip_core.runtime import resolve_device
-    from eiclip_core.loading import load_run, zero_shot
+    from eiclip_core.model.factory import load_run, zero_shot
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
     device = resolve_device(device) if isinstance(device, str) else device
@@ -379,7 +379,7 @@ def retrieval_examples(emb: Embeddings, texts, n: int = 3, k: int = 5, seed: int
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--profile", default="smoke", help="profile name (eiclip_core/profiles.py)")
+    parser.add_argument("--profile", default="smoke", help="profile name (eiclip_core/pipeline/profiles.py)")
     parser.add_argument("--data-dir", default=None, help="default: data/<profile> (data/fashiongen for real data)")
     parser.add_argument("--reports", default=None, help="default: reports/<profile>")
     parser.add_argument("--device", default="auto", help='"auto" (cuda if available), "cpu", "cuda", ...')
@@ -388,9 +388,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from eiclip_core.pipeline import default_dirs
-    from eiclip_core.profiles import get_profile
-    from eiclip_core.results import display_table, to_markdown
+    from eiclip_core.pipeline.reproduce import default_dirs
+    from eiclip_core.pipeline.profiles import get_profile
+    from eiclip_core.evaluation.results import display_table, to_markdown
 
     profile = get_profile(args.profile)
     default_data, default_reports = default_dirs(profile)

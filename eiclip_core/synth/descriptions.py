@@ -6,7 +6,7 @@ construction. No fixed phrase below contains an entity value as a word (tests/te
 the whole text), so the recorded mentions are all the mentions there are.
 """
 from eiclip_core.synth.world import FIT_ALONE, MATERIALS
-from eiclip_core.text import normalise_value
+from eiclip_core.data.product_text import normalise_value
 
 # name details and description sentences; none contains an entity value as a word (tested)
 NAME_DETAILS = ("Logo", "Appliqué", "Zip", "Pocket", "Embroidered", "Ribbed", "Piqué", "Graphic")

@@ -6,7 +6,7 @@ serve the README and tests. Its figures are in eiclip_core.figures.data.
 import numpy as np
 import pandas as pd
 
-from eiclip_core.text import normalise_value
+from eiclip_core.data.product_text import normalise_value
 
 ENTITY_COLUMNS = ("brand", "category", "subcategory", "season")
 

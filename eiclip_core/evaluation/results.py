@@ -1,6 +1,6 @@
 """The results table: our rows x protocols with their spread, the entity breakdown, the paper's numbers.
 
-Input is the list of records `eiclip_core.evaluate` produces (one per row x protocol x seed, every
+Input is the list of records `eiclip_core.evaluation.evaluate` produces (one per row x protocol x seed, every
 metric key in percent); output is a summary DataFrame and Markdown (its figure: eiclip_core.figures.recall_figure).
 Spread: the standard deviation over seeds (ddof=1) when a row has several seeds; with one seed, a
 95 % bootstrap interval over queries (full protocols) or the standard deviation over the 5 seeded
@@ -9,7 +9,7 @@ sampling repeats (sample-100). The column `spread` says which.
 import numpy as np
 import pandas as pd
 
-from eiclip_core.metrics import KS, metric_keys
+from eiclip_core.evaluation.metrics import KS, metric_keys
 
 ROW_LABELS = {"zero-shot": "CLIP zero-shot", "clip-ft": "CLIP-FT", "ei-clip": "EI-CLIP",
               "intervention-all": "ablation: intervention-all", "cesm": "ablation: CESM only",

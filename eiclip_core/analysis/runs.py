@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from eiclip_core import layout
-from eiclip_core.analysis import encode_texts
+from eiclip_core.analysis.measures import encode_texts
 
 ANALYSED_ROWS = ("clip-ft", "ei-clip")  # the rows whose difference is EI-CLIP's effect (also the sweep's)
 MODEL_NAMES = {"clip-ft": "CLIP-FT", "ei-clip": "EI-CLIP"}
@@ -22,7 +22,7 @@ class AnalysedRuns:
     models: dict  # "CLIP-FT" / "EI-CLIP" -> EICLIP in eval mode
     tokenizer: Callable
     frozen: Callable  # tokens -> (B, d) L2-normalised text features before fine-tuning (f_T^0)
-    embeddings: dict  # name -> eiclip_core.evaluate.Embeddings of the validation split (cached)
+    embeddings: dict  # name -> eiclip_core.evaluation.evaluate.Embeddings of the validation split (cached)
     device: torch.device
 
     @property
@@ -49,13 +49,13 @@ class AnalysedRuns:
 def load_analysed_runs(data_dir, seed: int, device) -> AnalysedRuns:
     """Load the CLIP-FT and EI-CLIP runs of `seed` (notebook 03) and their cached validation embeddings
     (the cache notebook 04 fills; computed here when missing)."""
-    from eiclip_core.backbone import load_backbone
-    from eiclip_core.checkpoint import checkpoint_id
+    from eiclip_core.model.backbone import load_backbone
+    from eiclip_core.model.checkpoint import checkpoint_id
     from eiclip_core.data import FashionGen
     from eiclip_core.entities import load_artifact
     from eiclip_core.errors import KitError
-    from eiclip_core.evaluate import cached_embeddings
-    from eiclip_core.loading import load_run
+    from eiclip_core.evaluation.evaluate import cached_embeddings
+    from eiclip_core.model.factory import load_run
 
     validation = FashionGen(layout.split_file(data_dir, "validation"))
     models, embeddings = {}, {}

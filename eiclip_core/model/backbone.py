@@ -25,7 +25,7 @@ import torch
 from open_clip import factory as _factory
 from torch import nn
 
-from eiclip_core.config import DEFAULT_BACKBONE
+from eiclip_core.model.config import DEFAULT_BACKBONE
 from eiclip_core.errors import KitError
 
 
@@ -114,7 +114,7 @@ def _check_weights(name: str, pretrained: str, cfg: dict) -> None:
 
 def _load_kit_weights(model: nn.Module, path: Path, name: str) -> None:
     """The general-domain weights of a kit backbone (image tower, text projection, logit scale)."""
-    from eiclip_core.checkpoint import load_checkpoint
+    from eiclip_core.model.checkpoint import load_checkpoint
 
     if not path.is_file():
         raise KitError(f"{path}: default weights of backbone {name} missing (make them with `eiclip pretrain`)")

@@ -5,7 +5,7 @@
     eiclip reproduce --profile quick --seed 7        # another draw of data and seeds, own report folder
     eiclip reproduce --profile paper --dry-run       # the paper path on a small generated 256 px file
 
-The profile (eiclip_core/profiles.py) says what to run; each notebook gets the parameters it
+The profile (eiclip_core/pipeline/profiles.py) says what to run; each notebook gets the parameters it
 declares in its `parameters` cell. A notebook that fails stops the pipeline with its name, the
 failing cell and the error; the reports folder is then restored to what it was before that notebook,
 so the reports of the notebooks before it are kept and nothing is half-overwritten.
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from eiclip_core import layout
-from eiclip_core.config import fits_type
+from eiclip_core.model.config import fits_type
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json, writable_dir
-from eiclip_core.profiles import PROFILES, Profile, get_profile
+from eiclip_core.pipeline.profiles import PROFILES, Profile, get_profile
 from eiclip_core.runtime import PROJECT_ROOT, environment_versions, git_revision, resolve_device
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"

@@ -7,7 +7,7 @@ which rows of METHOD.md section 8 to train, for how long, and with which seeds. 
 import dataclasses
 from dataclasses import dataclass
 
-from eiclip_core.config import DEFAULT_BACKBONE
+from eiclip_core.model.config import DEFAULT_BACKBONE
 from eiclip_core.errors import KitError
 
 
@@ -40,7 +40,7 @@ class Profile:
     harm_data_seeds: tuple = ()  # () = not measured (real data has no knob)
     swap_queries: int = 200  # products whose brand is swapped per colour word
     # notebook 05: EI-CLIP's gain over CLIP-FT as a function of the generator's confounding knob,
-    # from runs at each knob value x data seed x training seed (eiclip_core.sweep)
+    # from runs at each knob value x data seed x training seed (eiclip_core.analysis.sweep)
     confounding_sweep: tuple = ()  # knob values; () = no sweep (real data has no knob)
     sweep_products: tuple = (1000, 300)  # generated (train, validation) products per knob value
     sweep_epochs: int = 2

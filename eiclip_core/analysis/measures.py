@@ -5,7 +5,7 @@
                 purity of text features, gate and attention summaries, retrieval disagreements
 
 Everything here takes arrays or models and returns arrays or tables; eiclip_core.figures draws them
-and eiclip_core.readings turns them into sentences.
+and eiclip_core.analysis.readings turns them into sentences.
 """
 import numpy as np
 import pandas as pd
@@ -14,7 +14,7 @@ import torch
 # General English words, encoded by the frozen text tower, as landmarks of everyday meaning, grouped by
 # meaning: the colours, materials and garments the general corpus grounds in pixels, and the plain nouns,
 # moods and positions that fashion entity words collide with ("diesel" -> fuel, "goose" -> bird, "top" ->
-# position, "relaxed" -> mood; METHOD.md section 1). A word the general corpus (eiclip_core.general.corpus)
+# position, "relaxed" -> mood; METHOD.md section 1). A word the general corpus (eiclip_core.synth.general_corpus)
 # draws sits in the corpus's group (tests/test_analysis.py checks); the others by their ordinary sense.
 GENERAL_WORD_GROUPS = {
     "colour words": ("red", "blue", "green", "black", "white", "yellow", "pink", "grey", "brown", "orange",
@@ -115,7 +115,7 @@ def collision_kinds() -> dict:
     """{kind: (entity type, normalised values)}: the generator's ordinary-word values (eiclip_core.synth.world)
     by what their everyday meaning collides with; the kinds of COLLIDES_WITH."""
     from eiclip_core.synth import world
-    from eiclip_core.text import normalise_value
+    from eiclip_core.data.product_text import normalise_value
 
     lists = {**{f"{kind} brands": ("brand", words) for kind, words in world.BRAND_ORDINARY_KINDS.items()},
              "category words": ("category", [c.ordinary for c in world.CATALOGUE]),

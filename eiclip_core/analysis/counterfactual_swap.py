@@ -68,7 +68,7 @@ def choose_swaps(value_ids: np.ndarray, values: list, mentions: list, entity_typ
 def top_k_share(text_emb: np.ndarray, image_emb: np.ndarray, gallery_values: np.ndarray, targets, k: int = 10):
     """Per query, the share of its top-k gallery items whose value equals its target -> (Q,).
 
-    Ties are broken by gallery index (lower first), as in eiclip_core.metrics."""
+    Ties are broken by gallery index (lower first), as in eiclip_core.evaluation.metrics."""
     scores = np.asarray(text_emb, np.float32) @ np.asarray(image_emb, np.float32).T  # (Q, N)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return (np.asarray(gallery_values)[top] == np.asarray(targets)[:, None]).mean(axis=1)

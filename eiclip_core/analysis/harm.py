@@ -42,7 +42,7 @@ def not_measured(profile, data_dir) -> dict:
 
 def backbone_model(backbone):
     """The backbone as an EICLIP with no module switched on: exactly the backbone's features."""
-    from eiclip_core.model import EICLIP, get_row
+    from eiclip_core.model.eiclip import EICLIP, get_row
 
     return EICLIP(backbone.model, {}, {}, get_row("clip-ft")).eval()
 
@@ -50,8 +50,8 @@ def backbone_model(backbone):
 def zero_shot_recalls(backbone, data_path, device="cpu") -> dict:
     """The six full-protocol recalls (first view of each product) and their mean, zero-shot."""
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluate import extract_embeddings
-    from eiclip_core.metrics import retrieval_metrics
+    from eiclip_core.evaluation.evaluate import extract_embeddings
+    from eiclip_core.evaluation.metrics import retrieval_metrics
 
     emb = extract_embeddings(backbone_model(backbone), backbone, data_path, device, views="first")
     pids = FashionGen(data_path).products["product_id"].to_numpy()
@@ -90,7 +90,7 @@ def harm_summary(table: pd.DataFrame, low: float = 0.0, high: float = 1.0) -> di
 
 def nearest_product_colour(word: str) -> str:
     """The product colour (a name colour of the generator) closest in RGB to a colour word."""
-    from eiclip_core.general.corpus import BRAND_COLOURS
+    from eiclip_core.synth.general_corpus import BRAND_COLOURS
     from eiclip_core.synth.world import COLOURS
 
     rgb = np.asarray(BRAND_COLOURS[word], float)
@@ -103,8 +103,8 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
     """Per colour word: top-k share of its nearest product colour after swapping the brand for it,
     after swapping for a made-up word, their difference (the pull) and the chance level."""
     from eiclip_core.data import EvalDataset
-    from eiclip_core.evaluate import encode_images
-    from eiclip_core.probe import swap_value, top_k_share
+    from eiclip_core.evaluation.evaluate import encode_images
+    from eiclip_core.analysis.counterfactual_swap import swap_value, top_k_share
     from eiclip_core.synth import load_ground_truth
 
     model = backbone_model(backbone)
@@ -140,8 +140,8 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
 
 def general_heldout(backbone_name: str) -> pd.DataFrame:
     """The general backbone's own held-out measures (from its weights' manifest), beside chance."""
-    from eiclip_core.backbone import KIT_WEIGHTS
-    from eiclip_core.general.pretrain import manifest_path
+    from eiclip_core.model.backbone import KIT_WEIGHTS
+    from eiclip_core.train.pretrain_general import manifest_path
 
     if backbone_name not in KIT_WEIGHTS:
         return pd.DataFrame()

@@ -9,16 +9,16 @@ sweep point, and each training seed K of `Profile.sweep_seeds`:
 
     {data_dir}/sweep/<key>/settings.json          what <key> stands for (point_settings, readable)
     {data_dir}/sweep/<key>/conf<X>-data<D>/        train.h5, validation.h5, ground_truth.json, entities.json
-                                                   runs/<row>/seed<K>/   (eiclip_core.train)
+                                                   runs/<row>/seed<K>/   (eiclip_core.train.loop)
                                                    results/<row>-seed<K>.json, results/zero-shot.json
 
 <key> is a hash of every setting that decides a point's numbers besides X, D and K (the profile's
 sizes and the whole training config), so a point made with other settings is never reused: changed
 settings get a folder of their own. Every stage is reused when done: the data (its completion marker),
-the entities, each finished run (its done.json, eiclip_core.run_directory) and each run's recalls
+the entities, each finished run (its done.json, eiclip_core.train.run_directory) and each run's recalls
 (tied to the run's checkpoint id). A sweep killed mid-way resumes where it stopped: a run killed
 mid-training continues from its last checkpoint, and finished runs are not trained again.
-The statistics over the runs (spread, harm, paired test) are in eiclip_core.sweep_summary.
+The statistics over the runs (spread, harm, paired test) are in eiclip_core.analysis.sweep_statistics.
 """
 import hashlib
 import json
@@ -32,10 +32,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from eiclip_core import layout
-from eiclip_core.analysed_runs import ANALYSED_ROWS
+from eiclip_core.analysis.runs import ANALYSED_ROWS
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
-from eiclip_core.profiles import Profile
+from eiclip_core.pipeline.profiles import Profile
 
 ZERO_SHOT = "zero-shot"
 ROWS = (ZERO_SHOT, *ANALYSED_ROWS)  # the rows of the sweep's table, in the order shown
@@ -50,7 +50,7 @@ def sweep_steps(profile: Profile) -> int:
 def train_config(profile: Profile, out: "Path | None", row: str, seed: int, device: str):
     """The TrainConfig of one sweep run on the point folder `out` (None: no paths, for point_settings).
     A short run keeps at most a quarter of its steps for warm-up."""
-    from eiclip_core.config import TrainConfig
+    from eiclip_core.model.config import TrainConfig
 
     paths = {} if out is None else {"train": str(layout.split_file(out, "train")),
                                     "entities": str(layout.entities_file(out)),
@@ -123,13 +123,13 @@ def _train(profile: Profile, out: Path, row: str, seed: int, device: str) -> Pat
     these inputs (without loading the trainer), continued from its last checkpoint when it was killed
     mid-training, trained otherwise."""
     from eiclip_core.entities import load_artifact
-    from eiclip_core.run_directory import RunDirectory, run_record
+    from eiclip_core.train.run_directory import RunDirectory, run_record
 
     cfg = train_config(profile, out, row, seed, device)
     run = RunDirectory(cfg.out)
     if run.is_done(run_record(cfg, load_artifact(cfg.entities).id)):
         return run.path
-    from eiclip_core.train import train
+    from eiclip_core.train.loop import train
 
     train(cfg, resume="latest" if run.config_file.exists() else "", progress=False)
     # resume checkpoints (~270 MB a run) only serve a killed run; a finished one needs final.pt alone
@@ -142,8 +142,8 @@ def _scored(load_model, model_key: dict, out: Path, device) -> dict:
     not-prone entity breakdown of the same queries (evaluate.entity_breakdown)."""
     from eiclip_core.data import FashionGen
     from eiclip_core.entities import load_artifact
-    from eiclip_core.evaluate import cached_embeddings, entity_breakdown
-    from eiclip_core.metrics import recalls, retrieval_ranks
+    from eiclip_core.evaluation.evaluate import cached_embeddings, entity_breakdown
+    from eiclip_core.evaluation.metrics import recalls, retrieval_ranks
 
     validation = FashionGen(layout.split_file(out, "validation"))
     # no inner bars under the sweep's own: in an executed notebook they leave thousands of stderr lines
@@ -167,9 +167,9 @@ def _result(path: Path, identity: dict, score) -> dict:
 
 def run_point(profile: Profile, folder: Path, point: Point, device="cpu") -> dict:
     """One point's scored record {"identity", "metrics", "breakdown"}, trained and scored unless done."""
-    from eiclip_core.checkpoint import checkpoint_id
+    from eiclip_core.model.checkpoint import checkpoint_id
     from eiclip_core.entities import load_artifact
-    from eiclip_core.loading import load_run, zero_shot
+    from eiclip_core.model.factory import load_run, zero_shot
 
     out = point_dir(folder, point.confounding, point.data_seed)
     generate_and_mine(profile, out, point.confounding, point.data_seed)

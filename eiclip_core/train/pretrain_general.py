@@ -8,9 +8,9 @@ in minutes on 2 CPU cores. Identical captions in a batch count as positives of e
     eiclip pretrain                       # the kit's default weights (reused when already made)
     eiclip pretrain --out w.pt --epochs 1 # another setting, written elsewhere
 
-Output: one checkpoint (eiclip_core.checkpoint format) holding the image tower, the text projection
+Output: one checkpoint (eiclip_core.model.checkpoint format) holding the image tower, the text projection
 and the logit scale, plus `<name>.json` beside it: the config, its key, and held-out measures.
-`load_backbone("eiclip-tiny")` loads these weights by default (eiclip_core.backbone).
+`load_backbone("eiclip-tiny")` loads these weights by default (eiclip_core.model.backbone).
 """
 import hashlib
 import json
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eiclip_core.config import DEFAULT_BACKBONE, KitConfig
+from eiclip_core.model.config import DEFAULT_BACKBONE, KitConfig
 from eiclip_core.errors import KitError
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "eiclip-tiny-general.pt"
@@ -109,9 +109,9 @@ def pretrain(cfg: PretrainConfig, progress: bool = True):
     """Train the general backbone; returns (state dict of the trained parts, held-out measures)."""
     from tqdm.auto import tqdm
 
-    from eiclip_core.backbone import RANDOM_INIT, load_backbone
-    from eiclip_core.general.corpus import make_corpus
-    from eiclip_core.train import lr_factor
+    from eiclip_core.model.backbone import RANDOM_INIT, load_backbone
+    from eiclip_core.synth.general_corpus import make_corpus
+    from eiclip_core.train.loop import lr_factor
 
     backbone = load_backbone(cfg.backbone, RANDOM_INIT, seed=cfg.seed)
     clip = backbone.model
@@ -154,7 +154,7 @@ def pretrain(cfg: PretrainConfig, progress: bool = True):
 @torch.no_grad()
 def heldout_measures(clip, tokenizer, cfg: PretrainConfig, progress: bool = False) -> dict:
     """Zero-shot on the held-out draw: colour and thing (garment word or icon) by prompt, caption R@1."""
-    from eiclip_core.general.corpus import ALL_COLOURS, GARMENT_WORDS, ICON_WORDS, make_corpus
+    from eiclip_core.synth.general_corpus import ALL_COLOURS, GARMENT_WORDS, ICON_WORDS, make_corpus
 
     corpus = make_corpus(cfg.n_heldout, cfg.image_size, cfg.seed, "heldout", progress)
     images = normalise_images(corpus.images, clip.visual.image_mean, clip.visual.image_std)
@@ -191,7 +191,7 @@ def manifest_path(weights) -> Path:
 
 def is_made(weights, cfg: PretrainConfig) -> bool:
     """The weights file exists, verifies, and was made by exactly this config (its manifest's key)."""
-    from eiclip_core.checkpoint import load_checkpoint
+    from eiclip_core.model.checkpoint import load_checkpoint
 
     manifest = manifest_path(weights)
     if not Path(weights).is_file() or not manifest.is_file():
@@ -205,7 +205,7 @@ def is_made(weights, cfg: PretrainConfig) -> bool:
 
 def make_weights(cfg: PretrainConfig, weights=DEFAULT_WEIGHTS, progress: bool = True) -> dict:
     """Pretrain unless `weights` already holds this config's result; returns the manifest."""
-    from eiclip_core.checkpoint import checkpoint_id, save_checkpoint
+    from eiclip_core.model.checkpoint import checkpoint_id, save_checkpoint
     from eiclip_core.io import write_json
 
     if is_made(weights, cfg):

@@ -1,14 +1,14 @@
 """The sample-100 protocol (KaleidoBERT / FashionBERT): each query ranks its own product among 100
 sampled negatives, drawn from its subcategory first (METHOD.md section 10), seeded and re-implementable.
 
-Ranks follow the tie rule of eiclip_core.metrics (lower candidate index wins a tie).
+Ranks follow the tie rule of eiclip_core.evaluation.metrics (lower candidate index wins a tie).
 """
 import numpy as np
 import torch
 
 from eiclip_core.errors import KitError
-from eiclip_core.metrics import as_embeddings, count_beaten, exact_float32, metric_keys, recalls
-from eiclip_core.sample100_size import SAMPLE100_NEGATIVES, sample100_unmeasurable  # noqa: F401 (re-exported)
+from eiclip_core.evaluation.metrics import as_embeddings, count_beaten, exact_float32, metric_keys, recalls
+from eiclip_core.protocols import SAMPLE100_NEGATIVES, sample100_unmeasurable  # noqa: F401 (re-exported)
 
 
 def sample100_candidates(pids, subcategories, n_queries=1000, n_negatives=SAMPLE100_NEGATIVES, seed=0, repeat=0):

@@ -1,6 +1,6 @@
 """Notebook 05's readings: the sentences printed under each figure, computed from its numbers only.
 
-Each section of notebook 05 (eiclip_core.confounders) reduces its measures (eiclip_core.analysis) to a
+Each section of notebook 05 (eiclip_core.analysis.sections) reduces its measures (eiclip_core.analysis.measures) to a
 small record of plain numbers, rounded (the `*_numbers` functions); the `read_*` functions turn a record
 into sentences and use nothing else. Records and sentences are written to <reports_dir>/readings.json,
 so a test can read the numbers back and rebuild every sentence from them.
@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from eiclip_core.io import write_text
-from eiclip_core.sweep_summary import MIN_PAIRS
+from eiclip_core.analysis.sweep_statistics import MIN_PAIRS
 
 SIGNIFICANCE = 0.05
 COSINE_TOLERANCE = 0.01  # mean cosine to the nearest general English word, before vs after the EALM
@@ -96,7 +96,7 @@ def attention_numbers(table: pd.DataFrame, figure_not_shown: "str | None" = None
 
 
 def probe_numbers(summary: pd.DataFrame, first: str, second: str, types=()) -> dict:
-    """Record of section 5 from the summary of eiclip_core.probe.run_probe over `types`."""
+    """Record of section 5 from the summary of eiclip_core.analysis.counterfactual_swap.run_probe over `types`."""
     return rounded({"first": first, "second": second, "types": list(types), "rows": [
         {"type": r["type"], "model": r["model"], "queries": int(r["queries"]), "chance_pct": r["chance %"],
          "before_pct": r["top-10 before %"], "after_pct": r["top-10 after %"], "shift_points": r["shift (points)"],
@@ -111,7 +111,7 @@ def examples_numbers(counts: dict, first: str, second: str, queries: int, sign_t
 
 
 def sweep_numbers(profile: str, summary: "dict | None") -> dict:
-    """Record of section 7 from eiclip_core.sweep_summary's tables (summary None: no sweep): {"recall":
+    """Record of section 7 from eiclip_core.analysis.sweep_statistics's tables (summary None: no sweep): {"recall":
     recall_table, "harm": harm_table, "gain": gain_table, "prone": prone_gain_table}."""
     if summary is None:
         return {"profile": profile, "knobs": [], "pairs": 0, "rows": [], "harm": [], "gains": [], "prone": []}

@@ -129,7 +129,7 @@ def probe_runs(evaluation, data_dir, run_seed: int, device, seed: int = 0) -> tu
     products and scored on the validation features the evaluation already holds."""
     from eiclip_core.entities import load_artifact
     from eiclip_core.layout import entities_file, split_file
-    from eiclip_core.results import row_label
+    from eiclip_core.evaluation.results import row_label
 
     artifact = load_artifact(entities_file(data_dir))
     test_ids = {t: np.asarray(v) for t, v in artifact.value_ids("validation").items()}

@@ -1,6 +1,6 @@
 """The training split as train.py's loop reads it: one contrastive batch per optimiser step (or
 accum_steps micro-batches), in an order fixed by (seed, epoch) so that a resumed run and N processes
-see what one uninterrupted process sees; and the validation split it scores (eiclip_core.validation)."""
+see what one uninterrupted process sees; and the validation split it scores (eiclip_core.train.validation)."""
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from eiclip_core import distributed as D
-from eiclip_core.config import TrainConfig
+from eiclip_core.train import distributed as D
+from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.validation import ValidationSplit
+from eiclip_core.train.validation import ValidationSplit
 
 
 @dataclass

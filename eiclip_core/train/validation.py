@@ -1,4 +1,4 @@
-"""Validation recall during training (issue 14): the "full" protocol of eiclip_core.evaluate (one image
+"""Validation recall during training (issue 14): the "full" protocol of eiclip_core.evaluation.evaluate (one image
 per product, its first view, against one text per product) scored with the model being trained, every
 `eval_every` optimiser steps and at the last, into the run's log.csv (run_directory.VAL_FIELDS).
 
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eiclip_core.evaluate import eval_autocast
-from eiclip_core.metrics import retrieval_metrics
+from eiclip_core.evaluation.evaluate import eval_autocast
+from eiclip_core.evaluation.metrics import retrieval_metrics
 
 ENCODE_BATCH = 64  # evaluate.py's default batch, so that the embeddings are computed alike
 
