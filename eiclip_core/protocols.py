@@ -1,9 +1,11 @@
-"""How many products the sample-100 protocol needs (METHOD.md section 10), without torch.
+"""The names every stage shares: the rows compared and the retrieval protocols (METHOD.md sections 8, 10).
 
-Kept apart from sample100.py, which imports torch: `eiclip import-catalog` warns about a too-small
-validation split from this rule, and importing torch there added ~470 MiB to the importer's memory
-at the very end of the run (the end-of-run peak bench/import.py showed).
+Torch-free, so that `eiclip import-catalog` can say whether its validation split is large enough for
+sample-100 without importing torch (which would hold hundreds of MiB more at the end of an import).
 """
+ZERO_SHOT = "zero-shot"  # the backbone before fine-tuning: evaluated, never trained
+BASELINE, METHOD = "clip-ft", "ei-clip"  # the rows whose difference is EI-CLIP's effect
+PROTOCOLS = ("full", "full-all-views", "sample-100")
 SAMPLE100_NEGATIVES = 100  # negatives per query; with the positive, 101 candidates
 
 

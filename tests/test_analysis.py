@@ -142,7 +142,7 @@ def test_probe_fit_products_are_a_seeded_sample_never_the_first_rows():
 
 
 def test_general_words_sit_in_the_group_the_general_corpus_grounds_them_in():
-    from eiclip_core.general import corpus
+    from eiclip_core.synth import general_corpus as corpus
 
     groups = measures.GENERAL_WORD_GROUPS
     assert sum(len(w) for w in groups.values()) == len(set(measures.GENERAL_WORDS)) == len(measures.GENERAL_WORDS)
