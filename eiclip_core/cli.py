@@ -19,7 +19,7 @@ COMMANDS = {
     "mine": ("eiclip_core.entities.mine", "mine entity vocabularies and mentions into an artifact"),
     "pretrain": ("eiclip_core.train.pretrain_general", "pretrain the general-domain tiny CLIP (the default backbone's weights)"),
     "train": ("eiclip_core.train.loop", "train CLIP-FT / EI-CLIP (single process or torchrun)"),
-    "evaluate": ("eiclip_core.evaluation.evaluate", "evaluate runs under the retrieval protocols"),
+    "evaluate": ("eiclip_core.pipeline.evaluate_command", "evaluate runs under the retrieval protocols"),
     "reproduce": ("eiclip_core.pipeline.reproduce", "run notebooks 01-05 with papermill into reports/"),
 }
 

@@ -4,6 +4,8 @@ Everything is written to a temporary file in the destination folder, flushed to 
 over the destination (rename is atomic on POSIX), so a crash or a failed run never leaves a
 half-written file where a reader expects a complete one. A folder that cannot be written (read-only,
 a file in its place, a full disk) is one KitError line naming the path, never a traceback.
+Reading: JSON files named in one line when missing or damaged, and a data file's identity (what a run
+record and the embedding cache key pin about their inputs).
 """
 import contextlib
 import errno
@@ -108,3 +110,13 @@ def read_json(path, what: str, missing_hint: str = ""):
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise KitError(f"{path}: unreadable {what} ({type(e).__name__}: {e})") from None
+
+
+def file_identity(path) -> dict:
+    """A data file's identity without reading gigabytes: resolved path, size, modification time
+    (a regenerated or replaced file changes size or mtime; a content hash would cost a full read)."""
+    try:
+        st = Path(path).stat()
+    except OSError as e:
+        raise KitError(f"{path}: cannot read the file ({e.strerror})") from e
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

@@ -3,7 +3,8 @@
     data/<profile>/train.h5, validation.h5, ground_truth.json   generated data (eiclip synth)
     data/fashiongen/fashiongen_256_256_{train,validation}.h5    the real files (never downloaded)
     data/<profile>/entities.json                                entity artifact (notebook 02)
-    data/<profile>/runs/<row>/seed<k>/                          training runs (notebook 03)
+    data/<profile>/runs/<row>/seed<k>/                          training runs (notebook 03); finished
+                                                                once config.json, final.pt, done.json exist
     data/<profile>/cache/                                       embedding caches (notebook 04)
     reports/<profile>/                                          executed notebooks, results, figures
 """
@@ -35,6 +36,16 @@ def ground_truth_file(data_dir) -> Path:
 
 def run_dir(data_dir, row: str, seed: int) -> Path:
     return Path(data_dir) / "runs" / row / f"seed{seed}"
+
+
+FINISHED_RUN_FILES = ("config.json", "final.pt", "done.json")  # a run without one of them is not finished
+
+
+def run_finished(run_dir) -> bool:
+    """Whether the run directory holds a finished run: its config, its trained model and the record that
+    training ended (train.run_directory writes final.pt, then done.json). Training decides here whether to
+    reuse a run, evaluation whether it can score one."""
+    return all((Path(run_dir) / name).is_file() for name in FINISHED_RUN_FILES)
 
 
 def cache_dir(data_dir) -> Path:

@@ -565,7 +565,7 @@ def test_a_folder_holding_a_data_set_is_refused(tmp_path):
 @pytest.mark.slow
 def test_mining_training_and_evaluation_run_on_an_imported_catalog(tmp_path):
     from eiclip_core.entities import mine_dataset
-    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.evaluate_command import evaluate_profile
     from eiclip_core.layout import entities_file
     from eiclip_core.pipeline.reproduce import prepare_data
     from eiclip_core.pipeline.profiles import get_profile

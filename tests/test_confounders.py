@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 from eiclip_core.analysis import readings, sections  # noqa: E402
 from eiclip_core.analysis.runs import AnalysedRuns  # noqa: E402
-from eiclip_core.evaluation.evaluate import Embeddings  # noqa: E402
+from eiclip_core.evaluation.embeddings import Embeddings  # noqa: E402
 
 
 def _runs(right: dict, n: int = 6) -> AnalysedRuns:

@@ -7,12 +7,14 @@ import torch
 import pytest
 
 from eiclip_core.errors import KitError
-from eiclip_core.evaluation.evaluate import (Embeddings, Evaluation, bootstrap_intervals, cache_key, entity_breakdown,
-                                  evaluate_embeddings, load_cached, retrieval_examples, save_cached,
-                                  write_results)
-from eiclip_core.evaluation.metrics import KS, metric_keys, positive_ranks, retrieval_metrics
+from eiclip_core.evaluation.embeddings import (Embeddings, cache_key, encode_batches, encode_texts, extract_embeddings,
+                                               load_cached, save_cached)
+from eiclip_core.evaluation.evaluate import Evaluation, write_results
+from eiclip_core.evaluation.scoring import (bootstrap_intervals, entity_breakdown, evaluate_embeddings, full_protocol,
+                                            retrieval_examples)
+from eiclip_core.evaluation.metrics import KS, metric_keys, positive_ranks, retrieval_metrics, retrieval_ranks
 from eiclip_core.evaluation.results import (breakdown_table, display_table, published_records, results_markdown,
-                                 summary_table, to_markdown)
+                                            summary_table, to_markdown)
 
 KEYS = metric_keys(KS)
 
@@ -198,6 +200,19 @@ def test_retrieval_examples_rank_like_the_metric():
     assert examples == retrieval_examples(emb, texts, n=5, k=5, seed=0)
 
 
+def test_full_protocol_scores_first_views_against_one_text_per_product():
+    """The one full-protocol scorer: first views only (other views never compete), every product a query in
+    both directions; one image per product (the validation during training) scores the same way."""
+    emb, pids, _ = synthetic()
+    scored = full_protocol(emb, pids)
+    i2t, t2i = retrieval_ranks(emb.image[emb.first_view], emb.text, pids, pids)
+    np.testing.assert_array_equal(scored["ranks"][0], i2t)
+    np.testing.assert_array_equal(scored["ranks"][1], t2i)
+    assert scored["metrics"] == retrieval_metrics(emb.image[emb.first_view], emb.text, pids, pids)
+    one = Embeddings.one_view(emb.image[emb.first_view], emb.text)
+    assert full_protocol(one, pids)["metrics"] == scored["metrics"]
+
+
 # ---- end to end on generated data, with a small stand-in model (the real ones are tested in test_train)
 
 
@@ -225,6 +240,29 @@ def stand_in_backbone():
         return torch.tensor([[ord(c) % 256 for c in t[:32].ljust(32)] for t in texts])
 
     return types.SimpleNamespace(preprocess_val=preprocess, tokenizer=tokenizer)
+
+
+def test_encode_loop_keeps_order_and_batching_does_not_change_it():
+    model, backbone = StandInModel(0), stand_in_backbone()
+    texts = [f"product {i} in red" for i in range(23)]
+    whole = model.encode_text(backbone.tokenizer(texts)).detach().numpy()
+    for batch_size in (1, 5, 64):
+        out = encode_texts(model.encode_text, backbone.tokenizer, texts, "cpu", batch_size=batch_size)
+        assert out.dtype == np.float32 and out.shape == (23, 16)
+        np.testing.assert_allclose(out, whole, atol=1e-6)
+    assert encode_batches(model.encode_text, [], "cpu").shape == (0, 0)  # nothing to encode
+
+
+def test_probe_features_are_encoded_like_the_evaluation_features(smoke_data):
+    """The linear probe is fitted on features from the same encode loop as the validation features it is
+    scored on (one precision on every device)."""
+    from eiclip_core.evaluation.linear_probe import first_view_features
+
+    model, backbone = StandInModel(0), stand_in_backbone()
+    emb = extract_embeddings(model, backbone, smoke_data["validation"], "cpu", progress=False)
+    products = np.array([0, 3, 4, 17])
+    probed = first_view_features(model, backbone, smoke_data["validation"], products, "cpu")
+    np.testing.assert_allclose(probed, emb.image[emb.first_view][products], atol=1e-6)
 
 
 @pytest.fixture
@@ -268,7 +306,7 @@ def evaluation_setup(smoke_data, tmp_path, monkeypatch):
 
 def test_evaluate_profile_end_to_end_with_cache(evaluation_setup, tmp_path):
     from eiclip_core.model.checkpoint import checkpoint_id
-    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.evaluate_command import evaluate_profile
     from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
@@ -295,19 +333,20 @@ def test_evaluate_profile_end_to_end_with_cache(evaluation_setup, tmp_path):
     assert json.loads(json_path.read_text())["records"] == json.loads(json.dumps(first.records))
 
 
-def test_missing_run_is_a_clear_error_and_writes_nothing(evaluation_setup, tmp_path):
-    from eiclip_core.evaluation.evaluate import evaluate_profile
+@pytest.mark.parametrize("missing", ["done.json", "final.pt", "config.json"])
+def test_missing_run_is_a_clear_error_and_writes_nothing(missing, evaluation_setup, tmp_path):
+    from eiclip_core.pipeline.evaluate_command import evaluate_profile
     from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
-    (data_dir / "runs/ei-clip/seed0/done.json").unlink()
+    (data_dir / "runs/ei-clip/seed0" / missing).unlink()
     with pytest.raises(KitError, match="runs/ei-clip/seed0: run not finished"):
         evaluate_profile(get_profile("smoke"), data_dir, device="cpu")
     assert loads == [] and not (data_dir / "cache").exists()
 
 
 def test_run_of_another_entity_artifact_is_refused_by_name(evaluation_setup):
-    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.evaluate_command import evaluate_profile
     from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
@@ -324,7 +363,7 @@ def test_a_split_too_small_for_sample100_leaves_it_out_and_says_so(evaluation_se
     fewer candidates; results.json and results.md say it was not measured and why."""
     import eiclip_core.entities
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.evaluate_command import evaluate_profile
     from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup
@@ -351,7 +390,7 @@ def test_wrong_size_cache_is_named_and_recomputed(damage, evaluation_setup):
     recomputed, never scored (a silent wrong number) nor a traceback."""
     from eiclip_core.model.checkpoint import checkpoint_id
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluation.evaluate import evaluate_profile
+    from eiclip_core.pipeline.evaluate_command import evaluate_profile
     from eiclip_core.pipeline.profiles import get_profile
 
     data_dir, loads = evaluation_setup

@@ -13,7 +13,8 @@ import torch
 
 from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.train.run_directory import RunDirectory, file_identity
+from eiclip_core.io import file_identity
+from eiclip_core.train.run_directory import RunDirectory
 from eiclip_core.train.loop import train
 from test_train import cfg_for as train_cfg_for, final_state
 
@@ -35,6 +36,23 @@ def smoke(tmp_path_factory):
 def cfg_for(data, out, **kw) -> TrainConfig:
     """test_train's config, at one step of 16 products (these tests look at run directories, not numbers)."""
     return train_cfg_for(data, out, **{"batch_size": 16, "max_steps": 1, **kw})
+
+
+def test_a_run_is_done_only_with_its_config_model_and_done_record(tmp_path):
+    """RunDirectory.is_done asks layout.run_finished, the test evaluation asks too: a run whose final.pt
+    is missing (deleted, or killed between final.pt and done.json) is not finished, whatever done.json says."""
+    from eiclip_core import layout
+    from eiclip_core.io import write_json
+
+    record = {"config": {"row": "clip-ft"}, "entity_artifact_id": "a", "train_identity": {"size": 1}}
+    run = RunDirectory(tmp_path / "run")
+    write_json(run.config_file, record)
+    write_json(run.path / "done.json", {})
+    assert not layout.run_finished(run.path) and not run.is_done(record)
+    (run.path / "final.pt").write_bytes(b"model")
+    assert layout.run_finished(run.path) and run.is_done(record)
+    (run.path / "done.json").unlink()
+    assert not run.is_done(record)
 
 
 def test_finished_run_from_other_inputs_is_refused_not_reused(smoke, tmp_path):

@@ -52,10 +52,11 @@ def test_validation_columns_at_every_nth_and_the_last_step(scored):
 
 
 def test_last_validation_recall_is_evaluate_full_protocol_of_the_final_model(scored, data):
-    """The loop's recall equals evaluate.py's "full" protocol on final.pt, encoded by evaluate.py itself
+    """The loop's recall equals evaluation's "full" protocol on final.pt, encoded by extract_embeddings
     (for the EI-CLIP row its texts pass through the intervention there as here)."""
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluation.evaluate import evaluate_embeddings, extract_embeddings
+    from eiclip_core.evaluation.embeddings import extract_embeddings
+    from eiclip_core.evaluation.scoring import evaluate_embeddings
     from eiclip_core.model.factory import load_run
 
     model, backbone, _ = load_run(scored)

@@ -50,12 +50,11 @@ def backbone_model(backbone):
 def zero_shot_recalls(backbone, data_path, device="cpu") -> dict:
     """The six full-protocol recalls (first view of each product) and their mean, zero-shot."""
     from eiclip_core.data import FashionGen
-    from eiclip_core.evaluation.evaluate import extract_embeddings
-    from eiclip_core.evaluation.metrics import retrieval_metrics
+    from eiclip_core.evaluation.embeddings import extract_embeddings
+    from eiclip_core.evaluation.scoring import full_protocol
 
     emb = extract_embeddings(backbone_model(backbone), backbone, data_path, device, views="first")
-    pids = FashionGen(data_path).products["product_id"].to_numpy()
-    return retrieval_metrics(emb.image[emb.first_view], emb.text, pids, pids)
+    return full_protocol(emb, FashionGen(data_path).products["product_id"].to_numpy())["metrics"]
 
 
 def harm_table(backbone, profile, data_seeds, work_dir, knobs=(0.0, 1.0), device="cpu") -> pd.DataFrame:
@@ -103,7 +102,7 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
     """Per colour word: top-k share of its nearest product colour after swapping the brand for it,
     after swapping for a made-up word, their difference (the pull) and the chance level."""
     from eiclip_core.data import EvalDataset
-    from eiclip_core.evaluation.evaluate import encode_images
+    from eiclip_core.evaluation.embeddings import encode_images, encode_texts
     from eiclip_core.analysis.counterfactual_swap import swap_value, top_k_share
     from eiclip_core.synth import load_ground_truth
 
@@ -120,7 +119,8 @@ def brand_swap_pull(backbone, data_dir, words, n_queries: int = 200, k: int = 10
 
     def swapped_to(new_brand: str) -> np.ndarray:
         texts_after = [swap_value(texts[i], mentions[i], "brand", new_brand) for i in chosen]
-        return model.encode_text(backbone.tokenizer(texts_after).to(device)).float().cpu().numpy()
+        # every query in one batch (a few hundred short texts)
+        return encode_texts(model.encode_text, backbone.tokenizer, texts_after, device, batch_size=max(1, len(chosen)))
 
     def share(text_emb, colour: str) -> float:
         return 100 * float(top_k_share(text_emb, images, colours, [colour] * len(chosen), k).mean())

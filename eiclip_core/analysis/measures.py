@@ -41,13 +41,11 @@ GROUPS = (("prone", True), ("not prone", False))  # confounding-prone values aga
 # ------------------------------------------------------------------------------------------ features
 
 
-@torch.no_grad()
 def encode_texts(encoder, tokenizer, texts, device, batch_size: int = 256) -> np.ndarray:
-    """`encoder(tokens) -> (B, d)` over `texts` in batches -> float32 (N, d); no grad, eval mode."""
-    out = []
-    for i in range(0, len(texts), batch_size):
-        out.append(encoder(tokenizer(list(texts[i:i + batch_size])).to(device)).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    """`encoder(tokens) -> (B, d)` over `texts` in batches -> float32 (N, d): evaluation's text loop."""
+    from eiclip_core.evaluation.embeddings import encode_texts as encode
+
+    return encode(encoder, tokenizer, texts, device, batch_size)
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ class AnalysedRuns:
     models: dict  # "CLIP-FT" / "EI-CLIP" -> EICLIP in eval mode
     tokenizer: Callable
     frozen: Callable  # tokens -> (B, d) L2-normalised text features before fine-tuning (f_T^0)
-    embeddings: dict  # name -> eiclip_core.evaluation.evaluate.Embeddings of the validation split (cached)
+    embeddings: dict  # name -> eiclip_core.evaluation.embeddings.Embeddings of the validation split (cached)
     device: torch.device
 
     @property
@@ -54,7 +54,7 @@ def load_analysed_runs(data_dir, seed: int, device) -> AnalysedRuns:
     from eiclip_core.data import FashionGen
     from eiclip_core.entities import load_artifact
     from eiclip_core.errors import KitError
-    from eiclip_core.evaluation.evaluate import cached_embeddings
+    from eiclip_core.evaluation.embeddings import cached_embeddings
     from eiclip_core.model.factory import load_run
 
     validation = FashionGen(layout.split_file(data_dir, "validation"))

@@ -138,7 +138,7 @@ def section_probe(runs: AnalysedRuns, reports_dir, n_queries: int = 200, seed: i
 def _disagreement_cases(runs: AnalysedRuns, found: dict, k: int) -> list:
     """Both models' top k for every example query of `found` (measures.disagreements), each labelled with
     its group and the model, for retrieval_examples_figure."""
-    from eiclip_core.evaluation.evaluate import retrieval_examples
+    from eiclip_core.evaluation.scoring import retrieval_examples
 
     cases = []
     for key in list(found)[1:]:

@@ -36,8 +36,8 @@ from eiclip_core.analysis.runs import ANALYSED_ROWS
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
 from eiclip_core.pipeline.profiles import Profile
+from eiclip_core.protocols import ZERO_SHOT
 
-ZERO_SHOT = "zero-shot"
 ROWS = (ZERO_SHOT, *ANALYSED_ROWS)  # the rows of the sweep's table, in the order shown
 PER_RUN_PATHS = ("train", "entities", "out", "row", "seed")  # TrainConfig fields that differ between the runs
 
@@ -139,19 +139,18 @@ def _train(profile: Profile, out: Path, row: str, seed: int, device: str) -> Pat
 
 def _scored(load_model, model_key: dict, out: Path, device) -> dict:
     """Full protocol (every validation product, first view, one text each): recalls and the prone /
-    not-prone entity breakdown of the same queries (evaluate.entity_breakdown)."""
+    not-prone entity breakdown of the same queries (scoring.entity_breakdown)."""
     from eiclip_core.data import FashionGen
     from eiclip_core.entities import load_artifact
-    from eiclip_core.evaluation.evaluate import cached_embeddings, entity_breakdown
-    from eiclip_core.evaluation.metrics import recalls, retrieval_ranks
+    from eiclip_core.evaluation.embeddings import cached_embeddings
+    from eiclip_core.evaluation.scoring import entity_breakdown, full_protocol
 
     validation = FashionGen(layout.split_file(out, "validation"))
     # no inner bars under the sweep's own: in an executed notebook they leave thousands of stderr lines
     emb = cached_embeddings(load_model, model_key, validation, layout.cache_dir(out), device, progress=False)
-    pids = validation.products["product_id"].to_numpy()
-    ranks = retrieval_ranks(emb.image[emb.first_view], emb.text, pids, pids)
+    scored = full_protocol(emb, validation.products["product_id"].to_numpy())
     artifact = load_artifact(layout.entities_file(out))
-    return {"metrics": recalls(*ranks), "breakdown": entity_breakdown(*ranks, artifact, len(pids))}
+    return {"metrics": scored["metrics"], "breakdown": entity_breakdown(*scored["ranks"], artifact, len(validation))}
 
 
 def _result(path: Path, identity: dict, score) -> dict:

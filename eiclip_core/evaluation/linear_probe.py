@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from eiclip_core.evaluation.embeddings import encode_images
+
 PROBE_FIT_PRODUCTS = 2000  # training products the probe is fitted on: ~50 per brand at 40 brands
 
 
@@ -110,17 +112,14 @@ def fit_products(n_products: int, seed: int, limit: int = PROBE_FIT_PRODUCTS) ->
     return np.sort(np.random.default_rng(seed).choice(n_products, limit, replace=False))
 
 
-@torch.no_grad()
 def first_view_features(model, backbone, data_path, products: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
-    """(len(products), d) float32 image features of the first view of each listed product."""
+    """(len(products), d) float32 image features of the first view of each listed product, encoded as the
+    validation features the probe is scored on are (embeddings.encode_images, in eval_autocast)."""
     from eiclip_core.data import EvalDataset
 
     dataset = torch.utils.data.Subset(EvalDataset(data_path, backbone.preprocess_val, views="first"),
                                       products.tolist())
-    model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    out = [model.encode_image(images.to(device)).float().cpu() for images, _ in loader]
-    return torch.cat(out).numpy()
+    return encode_images(model, dataset, device, batch_size=batch_size, progress=False)
 
 
 def probe_runs(evaluation, data_dir, run_seed: int, device, seed: int = 0) -> tuple:

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from eiclip_core.evaluation.metrics import KS, metric_keys
+from eiclip_core.protocols import BASELINE, METHOD, PROTOCOLS, ZERO_SHOT
 
-ROW_LABELS = {"zero-shot": "CLIP zero-shot", "clip-ft": "CLIP-FT", "ei-clip": "EI-CLIP",
+ROW_LABELS = {ZERO_SHOT: "CLIP zero-shot", BASELINE: "CLIP-FT", METHOD: "EI-CLIP",
               "intervention-all": "ablation: intervention-all", "cesm": "ablation: CESM only",
               "ealm-only": "ablation: EALM only"}
-PROTOCOLS = ("full", "full-all-views", "sample-100")
 KEYS = metric_keys(KS)
 
 # FASHIONGEN.md "Published numbers": (method, protocol, {key: value}, source). Percent.

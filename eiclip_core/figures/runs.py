@@ -100,7 +100,7 @@ def retrieval_examples_figure(cases: list, image_of_product, title: str = ""):
 
     cases: dicts with query (the query's product index: its positive), text, top (product indices,
     best first), rank (0-based rank of the positive), and an optional label shown above the text
-    (e.g. the model); eiclip_core.evaluation.evaluate.retrieval_examples makes them. image_of_product(index)
+    (e.g. the model); eiclip_core.evaluation.scoring.retrieval_examples makes them. image_of_product(index)
     -> uint8 (H, W, 3)."""
     k = max(len(c["top"]) for c in cases)
     fig, axes = plt.subplots(len(cases), k + 2, figsize=(2 * (k + 2), 2.1 * len(cases)), squeeze=False)

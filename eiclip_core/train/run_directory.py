@@ -20,10 +20,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from eiclip_core import layout
 from eiclip_core.model.checkpoint import save_checkpoint
 from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.io import make_dir, write_json, write_text
+from eiclip_core.io import file_identity, make_dir, write_json, write_text
 from eiclip_core.evaluation.metrics import metric_keys
 
 LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
@@ -37,16 +38,6 @@ def log_fields(config: dict) -> list:
 
 
 INPUT_KEYS = ("entity_artifact_id", "train_identity")  # what a run is made from besides its config
-
-
-def file_identity(path) -> dict:
-    """A data file's identity without reading gigabytes: resolved path, size, modification time
-    (a regenerated or replaced file changes size or mtime; a content hash would cost a full read)."""
-    try:
-        st = Path(path).stat()
-    except OSError as e:
-        raise KitError(f"{path}: cannot read the file ({e.strerror})") from e
-    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def run_record(cfg: TrainConfig, artifact_id: str) -> dict:
@@ -71,10 +62,10 @@ class RunDirectory:
     # ------------------------------------------------------------------------- reuse decisions
 
     def is_done(self, record: dict) -> bool:
-        """A finished run (done.json) trained with exactly this record (run_record): reuse it instead of
-        training again. Same config from other inputs (INPUT_KEYS) is refused: reusing it would be a
-        silent wrong result, training over it would lose it."""
-        if not (self.path / "done.json").exists() or not self.config_file.exists():
+        """A finished run (layout.run_finished: config.json, final.pt, done.json) trained with exactly this
+        record (run_record): reuse it instead of training again. Same config from other inputs (INPUT_KEYS)
+        is refused: reusing it would be a silent wrong result, training over it would lose it."""
+        if not layout.run_finished(self.path):
             return False
         saved = json.loads(self.config_file.read_text())
         if saved.get("config") != record["config"]:

@@ -1,14 +1,15 @@
-"""Validation recall during training (issue 14): the "full" protocol of eiclip_core.evaluation.evaluate (one image
-per product, its first view, against one text per product) scored with the model being trained, every
-`eval_every` optimiser steps and at the last, into the run's log.csv (run_directory.VAL_FIELDS).
+"""Validation recall during training: the full protocol (eiclip_core.evaluation.scoring.full_protocol: one
+image per product, its first view, against one text per product) scored with the model being trained,
+every `eval_every` optimiser steps and at the last, into the run's log.csv (run_directory.VAL_FIELDS).
 
 The split is read once per run (`ValidationSplit.load`: the first views through the backbone's eval
 preprocess, and every product's tokens), then held in memory: N x 3 x S x S float32 for the images
 (600 products at 64 px: 29 MB; the real 32k-product split at 224 px would be about 19 GB, so the
-paper profile leaves it off). Scoring encodes as `evaluate.extract_embeddings` does (the EICLIP
-model's encode_image / encode_text, so the EI-CLIP rows' texts pass through the intervention, fp16
-autocast on CUDA) and ranks with `metrics.retrieval_metrics`; no DataLoader and no progress bar, since
-the split is small and a DataLoader's iterator would draw from the global RNG.
+paper profile leaves it off). Scoring encodes with evaluation's encode loop
+(eiclip_core.evaluation.embeddings.encode_batches: the EICLIP model's encode_image / encode_text, so the
+EI-CLIP rows' texts pass through the intervention, fp16 autocast on CUDA, batches of ENCODE_BATCH) on the
+tensors in memory: no DataLoader and no progress bar, since the split is small and a DataLoader's
+iterator would draw from the global RNG.
 """
 import contextlib
 from dataclasses import dataclass
@@ -17,10 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eiclip_core.evaluation.evaluate import eval_autocast
-from eiclip_core.evaluation.metrics import retrieval_metrics
-
-ENCODE_BATCH = 64  # evaluate.py's default batch, so that the embeddings are computed alike
+from eiclip_core.evaluation.embeddings import ENCODE_BATCH, Embeddings, encode_batches
+from eiclip_core.evaluation.scoring import full_protocol
 
 
 def is_eval_step(step: int, eval_every: int, total_steps: int) -> bool:
@@ -63,17 +62,12 @@ class ValidationSplit:
         was_training = model.training
         model.eval()
         try:
-            with rng_untouched(device), eval_autocast(device):
-                image = self._encode(model.encode_image, self.images, device)
-                text = self._encode(model.encode_text, self.tokens, device)
+            with rng_untouched(device):
+                image = encode_batches(model.encode_image, self.images.split(ENCODE_BATCH), device)
+                text = encode_batches(model.encode_text, self.tokens.split(ENCODE_BATCH), device)
         finally:
             model.train(was_training)
-        return retrieval_metrics(image, text, self.product_ids, self.product_ids)
-
-    @staticmethod
-    def _encode(encode, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
-        starts = range(0, len(inputs), ENCODE_BATCH)
-        return torch.cat([encode(inputs[s:s + ENCODE_BATCH].to(device)).float().cpu() for s in starts]).numpy()
+        return full_protocol(Embeddings.one_view(image, text), self.product_ids)["metrics"]
 
 
 def first_and_last(logs: pd.DataFrame) -> pd.DataFrame:
