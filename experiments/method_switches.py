@@ -1,4 +1,4 @@
-"""EI-CLIP's [kit] switches as ablation rows on a seed no reported table uses (issue 14), re-runnable.
+"""EI-CLIP's [kit] switches as ablation rows on a seed no reported table uses, re-runnable.
 
 Every row trains on the knob-1 data (the confounder at full strength) of data seed 7 with training seed
 7, the quick recipe (46 steps, validation at steps 16, 32 and 46). Neither seed is used by a reported
@@ -66,13 +66,13 @@ def validation_curve(run_dir: Path) -> dict:
 def module_readings(folder: Path, model: dict) -> list:
     """Notebook 05's readings of the variant's modules (gates and attention need the intervention)."""
     runs = load_analysed_runs(folder, SEED, resolve_device("cpu"))
-    sections = []
+    read = []
     if model.get("intervention", True):
         gates = sections.section_gates(runs, folder / "reports")
-        sections += [gates, sections.section_attention(runs, folder / "reports", gates["attention"], seed=SEED)]
+        read += [gates, sections.section_attention(runs, folder / "reports", gates["attention"], seed=SEED)]
     if model.get("ealm", True):
-        sections.append(sections.section_dictionaries(runs, folder / "reports", SEED))
-    return [section["reading"] for section in sections]
+        read.append(sections.section_dictionaries(runs, folder / "reports", SEED))
+    return [section["reading"] for section in read]
 
 
 def main() -> None:

@@ -51,18 +51,19 @@ def test_gate_and_attention_tables():
     prior = {"brand": np.array([0.5, 0.3, 0.2])}
     at = measures.attention_table(attention, {"brand": np.array([0, 0, -1])}, prior)
     assert at.loc["brand", "queries"] == 2
-    assert at.loc["brand", "top-1 is own value"] == 0.5 and at.loc["brand", "prior top-1 is own value"] == 1.0
-    assert at.loc["brand", "weight on own value"] == pytest.approx(0.4)
-    assert at.loc["brand", "departure from prior"] == pytest.approx((0.2 + 0.5) / 2)  # total variation per query
+    assert at.loc["brand", "top1_is_own"] == 0.5 and at.loc["brand", "prior_top1_is_own"] == 1.0
+    assert at.loc["brand", "weight_on_own"] == pytest.approx(0.4)
+    assert at.loc["brand", "departure_from_prior"] == pytest.approx((0.2 + 0.5) / 2)  # total variation per query
     same = measures.attention_table({"brand": np.tile(prior["brand"], (3, 1))}, {"brand": np.array([0, 1, 2])}, prior)
-    assert same.loc["brand", "departure from prior"] == 0
+    assert same.loc["brand", "departure_from_prior"] == 0
 
 
 def test_disagreements_and_sign_test():
     ranks = {"clip-ft": np.array([0, 3, 0, 2, 0]), "ei-clip": np.array([1, 0, 0, 0, 0])}
-    ex = measures.disagreements(ranks, "clip-ft", "ei-clip", n=5)
-    assert ex["counts"] == {"ei-clip right, clip-ft wrong": 2, "clip-ft right, ei-clip wrong": 1}
-    assert ex["ei-clip right, clip-ft wrong"] == [1, 3] and ex["clip-ft right, ei-clip wrong"] == [0]
+    method_right, baseline_right = measures.disagreements(ranks, "clip-ft", "ei-clip", n=5)
+    assert method_right == measures.Disagreement(right="ei-clip", wrong="clip-ft", count=2, examples=[1, 3])
+    assert baseline_right == measures.Disagreement(right="clip-ft", wrong="ei-clip", count=1, examples=[0])
+    assert measures.disagreements(ranks, "clip-ft", "ei-clip", n=1)[0].examples in ([1], [3])  # n drawn of each
     assert measures.sign_test(0, 0) == 1.0
     assert measures.sign_test(10, 0) == pytest.approx(2 * 0.5 ** 10)  # two-sided, all one way
     assert measures.sign_test(6, 4) > 0.5
@@ -76,15 +77,15 @@ def test_dictionary_tables_and_rank_test():
     word_emb = measures.unit_rows(np.random.default_rng(1).normal(size=(20, 8)))
     nt = measures.neighbour_table(d, e, values, [("plain-noun brands", *chosen[0]), ("", *chosen[1])], words,
                                   word_emb, k=3)
-    assert list(nt["value"]) == ["arrow", "relaxed"] and nt["before (D_t)"].str.count(",").eq(2).all()
-    assert list(nt["collides with"]) == ["object words", ""]
-    assert set(nt["group before"]) | set(nt["group after"]) <= set(measures.GENERAL_WORD_GROUPS)
+    assert list(nt["value"]) == ["arrow", "relaxed"] and nt["nearest_words_before"].str.count(",").eq(2).all()
+    assert list(nt["collides_with"]) == ["object words", ""]
+    assert set(nt["group_before"]) | set(nt["group_after"]) <= set(measures.GENERAL_WORD_GROUPS)
     shift = measures.dictionary_shift(d, e, prone, word_emb)
     assert shift.loc["prone", "n"] == 3 and shift.loc["not prone", "n"] == 2  # "other" rows left out
-    assert shift["moved (degrees)"].gt(5).all()
+    assert shift["moved_degrees"].gt(5).all()
     moved = measures.moved_degrees(d, e, prone)
-    assert shift.loc["prone", "moved (degrees)"] == pytest.approx(moved["prone"].mean())
-    assert measures.dictionary_shift(d, d, prone, word_emb)["moved (degrees)"].eq(0).all()
+    assert shift.loc["prone", "moved_degrees"] == pytest.approx(moved["prone"].mean())
+    assert measures.dictionary_shift(d, d, prone, word_emb)["moved_degrees"].eq(0).all()
     assert measures.angles_degrees(np.array([1.0, 0.0]), np.array([1.0, 1.0]))[0] == pytest.approx(45)
     assert measures.moved_rank_test(measures.moved_degrees(d, d, prone)) == 1.0  # nothing moved: no difference
     apart = {"prone": np.arange(10) + 20.0, "not prone": np.arange(10.0)}
@@ -202,9 +203,9 @@ def test_collision_table_counts_values_nearest_their_group_before_and_after():
     e = {"brand": near(0, 5, 2, 1, 3, 3)}
     table = measures.collision_table(d, e, values, word_emb, words, k=1).set_index("kind")
     assert list(table.index) == ["colour-word brands", "material-word brands", "plain-noun brands"]
-    assert table.loc["colour-word brands", ["values", "nearest before", "nearest after"]].tolist() == [2, 1, 2]
-    assert table.loc["material-word brands", ["values", "nearest before", "nearest after"]].tolist() == [1, 0, 1]
-    assert table.loc["plain-noun brands", ["collides with", "nearest before", "nearest after"]].tolist() == [
+    assert table.loc["colour-word brands", ["values", "nearest_before", "nearest_after"]].tolist() == [2, 1, 2]
+    assert table.loc["material-word brands", ["values", "nearest_before", "nearest_after"]].tolist() == [1, 0, 1]
+    assert table.loc["plain-noun brands", ["collides_with", "nearest_before", "nearest_after"]].tolist() == [
         "object words", 1, 1]
-    assert (table["group words"] == 2).all() and (table["words"] == 6).all()
+    assert (table["group_words"] == 2).all() and (table["words"] == 6).all()
     assert measures.collision_table(d, e, {"brand": ["zorblax", "other"]}, word_emb, words).empty

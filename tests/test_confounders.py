@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 from eiclip_core.analysis import readings, sections  # noqa: E402
 from eiclip_core.analysis.runs import AnalysedRuns  # noqa: E402
 from eiclip_core.evaluation.embeddings import Embeddings  # noqa: E402
+from eiclip_core.protocols import BASELINE, METHOD, ZERO_SHOT  # noqa: E402
 
 
 def _runs(right: dict, n: int = 6) -> AnalysedRuns:
@@ -31,9 +32,11 @@ def _runs(right: dict, n: int = 6) -> AnalysedRuns:
 
 
 def test_examples_section_finds_both_kinds_of_disagreement(tmp_path, assert_whole_png):
-    runs = _runs({"CLIP-FT": {0, 1, 5}, "EI-CLIP": {2, 3, 4, 5}})
+    runs = _runs({BASELINE: {0, 1, 5}, METHOD: {2, 3, 4, 5}})
     ex = sections.section_examples(runs, tmp_path, n=2, k=3, seed=0)
-    assert ex["counts"] == {"EI-CLIP right, CLIP-FT wrong": 3, "CLIP-FT right, EI-CLIP wrong": 2}
+    method_right, baseline_right = ex["disagreements"]
+    assert (method_right.right, method_right.count, baseline_right.right, baseline_right.count) == (
+        METHOD, 3, BASELINE, 2)
     assert ex["numbers"]["second_only"] == 3 and ex["numbers"]["first_only"] == 2
     assert ex["reading"] == readings.read_examples(ex["numbers"])
     assert "for 3, and CLIP-FT where EI-CLIP does not for 2: neither model wins" in ex["reading"]
@@ -41,8 +44,21 @@ def test_examples_section_finds_both_kinds_of_disagreement(tmp_path, assert_whol
     assert_whole_png(ex["figure"])
 
 
+def test_examples_figure_names_the_models_by_their_labels(tmp_path, monkeypatch):
+    drawn = []
+
+    def figure(cases, image, title):
+        drawn.extend(case["label"] for case in cases)
+        return matplotlib.pyplot.figure()
+
+    monkeypatch.setattr(sections, "retrieval_examples_figure", figure)
+    sections.section_examples(_runs({BASELINE: {0, 1, 5}, METHOD: {2, 3, 4, 5}}), tmp_path, n=1, k=3, seed=0)
+    assert drawn == ["EI-CLIP right, CLIP-FT wrong\nCLIP-FT", "EI-CLIP right, CLIP-FT wrong\nEI-CLIP",
+                     "CLIP-FT right, EI-CLIP wrong\nCLIP-FT", "CLIP-FT right, EI-CLIP wrong\nEI-CLIP"]
+
+
 def test_examples_section_without_disagreement_draws_nothing(tmp_path):
-    runs = _runs({"CLIP-FT": {0, 1}, "EI-CLIP": {0, 1}})
+    runs = _runs({BASELINE: {0, 1}, METHOD: {0, 1}})
     ex = sections.section_examples(runs, tmp_path)
     assert ex["figure"] is None and not (tmp_path / "figures" / "05_examples.png").exists()
     assert ex["reading"].startswith("of 6 text queries") and "sign test p = 1.00" in ex["reading"]
@@ -68,7 +84,7 @@ def _catalog_runs(brands=(), mentioned=("subcategory",), n: int = 6) -> Analysed
                                value_ids=lambda split: ids, mentions=lambda split: mentions,
                                prior={t: np.full(len(v), 1 / len(v)) for t, v in values.items()},
                                prone={t: np.zeros(len(v), bool) for t, v in values.items()})
-    runs = _runs({"CLIP-FT": {0, 1}, "EI-CLIP": {0, 2}}, n)
+    runs = _runs({BASELINE: {0, 1}, METHOD: {0, 2}}, n)
     runs.artifact, runs.data.products["text"] = artifact, texts
     return runs
 
@@ -122,7 +138,7 @@ def test_probe_with_nothing_to_swap_draws_no_figure_and_says_why(tmp_path, brand
 
 def _dictionary_runs(values: dict, counts: dict, prone: dict):
     """Just what section_dictionaries reads to choose the values it names: the model's types, the artifact."""
-    return SimpleNamespace(models={"EI-CLIP": SimpleNamespace(types=list(values))},
+    return SimpleNamespace(models={METHOD: SimpleNamespace(types=list(values))},
                            artifact=SimpleNamespace(values=values, counts=counts,
                                                     prone={t: np.asarray(p, bool) for t, p in prone.items()}))
 
@@ -138,3 +154,27 @@ def test_dictionary_map_names_one_value_per_collision_kind_else_frequent_prone_o
     counts = {"brand": np.array([2, 5, 0]), "fit": np.array([3, 0])}
     named = sections._labelled_values(_dictionary_runs(plain, counts, {"brand": [1, 1, 0], "fit": [1, 0]}), 6)
     assert named == [("", "brand", 1), ("", "fit", 0), ("", "brand", 0)]  # no collision: most frequent prone
+
+
+# ------------------------------------------------------------- the tables as the notebook shows them
+
+
+def test_shown_tables_carry_the_labels_the_notebook_shows():
+    probe = pd.DataFrame({"type": ["brand"], "model": [METHOD], "queries": [3], "chance_pct": [1.0],
+                          "top_k_before_pct": [2.0], "top_k_after_pct": [3.0], "shift_points": [1.0],
+                          "queries_moved_pct": [50.0]})
+    assert list(sections.shown(probe, k=5).columns) == ["type", "model", "queries", "chance %", "top-5 before %",
+                                                         "top-5 after %", "shift (points)", "queries moved %"]
+    assert sections.shown(probe)["model"].tolist() == ["EI-CLIP"] and "top-10 after %" in sections.shown(probe)
+    assert probe["model"].tolist() == [METHOD] and "chance_pct" in probe  # the table itself keeps its fields
+    purity = pd.DataFrame({BASELINE: [0.1], METHOD: [0.2]}, index=["brand"])
+    assert list(sections.shown(purity).columns) == ["CLIP-FT", "EI-CLIP"]
+    recall = pd.DataFrame({"confounding": 0.0, "row": [ZERO_SHOT, BASELINE, METHOD], "mean_recall": 1.0})
+    assert sections.shown(recall)["row"].tolist() == ["CLIP zero-shot", "CLIP-FT", "EI-CLIP"]
+    assert list(sections.shown(recall).columns) == ["confounding", "row", "mean R"]
+    gain = pd.DataFrame({"confounding": [0.0], "gain": [1.0], "method_wins": [2], "baseline_wins": [1]})
+    assert list(sections.shown(gain).columns) == ["confounding", "gain", "EI-CLIP wins", "CLIP-FT wins"]
+    shift = pd.DataFrame({"n": [3], "moved_degrees": [4.0], "nearest_word_cos_before": [0.5]},
+                         index=pd.Index(["prone"], name="values"))
+    shown = sections.shown(shift)
+    assert list(shown.columns) == ["n", "moved (degrees)", "nearest word cos before"] and shown.index.name == "values"

@@ -121,7 +121,7 @@ def test_dictionary_figure_has_its_labels(tmp_path, assert_whole_png):
 
 def test_notebook_05_figures_have_their_labels():
     x = unit_rows(np.random.default_rng(0).normal(size=(40, 8))).astype(np.float32)
-    fig = figures.text_umap_figure({"CLIP-FT": x, "EI-CLIP": x[::-1].copy()},
+    fig = figures.text_umap_figure({"clip-ft": x, "ei-clip": x[::-1].copy()},
                                    {"brand": np.array(["a", "b"] * 20), "fit": np.array(["slim"] * 30 + [None] * 10)})
     assert [a.get_title() for a in fig.axes] == ["CLIP-FT: coloured by brand", "CLIP-FT: coloured by fit",
                                                  "EI-CLIP: coloured by brand", "EI-CLIP: coloured by fit"]
@@ -136,14 +136,15 @@ def test_notebook_05_figures_have_their_labels():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["arrow", "olive (own)"]
     assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["other (own)", "olive"]  # own value kept
     assert fig.axes[0].get_title().startswith("own brand: olive\n")
-    table = pd.DataFrame({"type": ["brand", "brand"], "model": ["CLIP-FT", "EI-CLIP"], "chance %": [10.0, 10.0],
-                          "top-10 before %": [0.0, 10.0], "top-10 after %": [30.0, 50.0]})
-    fig = figures.probe_figure(table)
+    table = pd.DataFrame({"type": ["brand", "brand"], "model": ["clip-ft", "ei-clip"], "chance_pct": [10.0, 10.0],
+                          "top_k_before_pct": [0.0, 10.0], "top_k_after_pct": [30.0, 50.0]})
+    fig = figures.probe_figure(table, k=5)
     assert len(fig.axes[0].patches) == 4 and "EI-CLIP, swapped query" in [
         t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert fig.axes[0].get_ylabel() == "% of top-5 with the new value"
     recall = pd.DataFrame({"confounding": [0.0, 0.0, 0.0, 1.0, 1.0, 1.0],
-                           "row": ["CLIP zero-shot", "CLIP-FT", "EI-CLIP"] * 2,
-                           "mean R": [5.0, 10.0, 10.5, 3.0, 8.0, 10.0], "std": [0.2, 0.5, 0.4, 0.3, np.nan, 0.6]})
+                           "row": ["zero-shot", "clip-ft", "ei-clip"] * 2,
+                           "mean_recall": [5.0, 10.0, 10.5, 3.0, 8.0, 10.0], "std": [0.2, 0.5, 0.4, 0.3, np.nan, 0.6]})
     gain = pd.DataFrame({"confounding": [0.0, 1.0], "gain": [0.5, 2.0], "std": [0.3, 0.4]})
     fig = figures.sweep_figure(recall, gain)
     assert fig.axes[0].get_legend_handles_labels()[1] == ["CLIP zero-shot", "CLIP-FT", "EI-CLIP"]

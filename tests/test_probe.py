@@ -63,9 +63,10 @@ def test_probe_moves_a_reading_encoder_fully_and_a_blind_one_not_at_all():
                                  {"brand": ids}, {"brand": BRANDS}, types=("brand", "fit"), n_queries=9)
     s = summary.set_index("model")
     assert list(summary["type"]) == ["brand", "brand"]  # no fit ids: type skipped
-    assert s.loc["reads", "shift (points)"] == pytest.approx(100) and s.loc["reads", "queries moved %"] == 100
-    assert s.loc["blind", "shift (points)"] == pytest.approx(0) and s.loc["blind", "queries moved %"] == 0
-    assert s.loc["reads", "chance %"] == pytest.approx(100 / 3)
+    assert s.loc["reads", "shift_points"] == pytest.approx(100) and s.loc["reads", "queries_moved_pct"] == 100
+    assert s.loc["blind", "shift_points"] == pytest.approx(0) and s.loc["blind", "queries_moved_pct"] == 0
+    assert s.loc["reads", "chance_pct"] == pytest.approx(100 / 3)
+    assert s.loc["reads", "top_k_before_pct"] == 0 and s.loc["reads", "top_k_after_pct"] == 100
     assert details[("brand", "reads")]["query"].tolist() == details[("brand", "blind")]["query"].tolist()
     sentence = read_probe(probe_numbers(summary, "blind", "reads"))
     assert "100.0 % of reads's top-10" in sentence and "more than blind (0.0 %)" in sentence

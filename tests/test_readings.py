@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 
 from eiclip_core.analysis import readings
 from eiclip_core.analysis.measures import sign_test
+from eiclip_core.protocols import BASELINE, METHOD
 
-FIRST, SECOND = "CLIP-FT", "EI-CLIP"
+FIRST, SECOND = BASELINE, METHOD  # the models the tables name; the records and sentences show their labels
+FIRST_LABEL, SECOND_LABEL = "CLIP-FT", "EI-CLIP"
 unit = st.floats(0, 1, allow_nan=False)
 
 
@@ -27,27 +29,27 @@ unit = st.floats(0, 1, allow_nan=False)
 
 
 def shift_table(prone=(0.19, 0.585, 0.585), other=(0.17, 0.6, 0.6)) -> pd.DataFrame:
-    """analysis.dictionary_shift's table: (moved degrees, cos before, cos after) per group."""
-    cols = ["n", "moved (degrees)", "nearest word cos before", "nearest word cos after"]
+    """measures.dictionary_shift's table: (moved degrees, cos before, cos after) per group."""
+    cols = ["n", "moved_degrees", "nearest_word_cos_before", "nearest_word_cos_after"]
     return pd.DataFrame([[12, *prone], [30, *other]], index=pd.Index(["prone", "not prone"], name="values"),
                         columns=cols)
 
 
 def neighbour_table(before=("fuel, car", "bird, sky"), after=("fuel, road", "sky, bird")) -> pd.DataFrame:
-    return pd.DataFrame({"before (D_t)": before, "after (E_t)": after})
+    return pd.DataFrame({"nearest_words_before": before, "nearest_words_after": after})
 
 
 def collision_table(rows=(("colour-word brands", "colour words", 6, 13, 5, 4),
                           ("fit words", "position words", 4, 13, 4, 4))):
-    """analysis.collision_table: (kind, collides with, values, group words, nearest before, nearest after)."""
-    columns = ["kind", "collides with", "values", "k", "group words", "words", "nearest before", "nearest after"]
+    """measures.collision_table: (kind, collides_with, values, group_words, nearest_before, nearest_after)."""
+    columns = ["kind", "collides_with", "values", "k", "group_words", "words", "nearest_before", "nearest_after"]
     return pd.DataFrame([(kind, group, n, 5, g, 81, b, a) for kind, group, n, g, b, a in rows], columns=columns)
 
 
 def probe_summary(shifts: dict) -> pd.DataFrame:
-    """run_probe's summary for one type: shift (points) per model."""
-    return pd.DataFrame([{"type": "brand", "model": m, "queries": 50, "chance %": 10.0, "top-10 before %": 5.0,
-                          "top-10 after %": 5.0 + s, "shift (points)": s, "queries moved %": 20.0}
+    """run_probe's summary for one type: shift_points per model."""
+    return pd.DataFrame([{"type": "brand", "model": m, "queries": 50, "chance_pct": 10.0, "top_k_before_pct": 5.0,
+                          "top_k_after_pct": 5.0 + s, "shift_points": s, "queries_moved_pct": 20.0}
                          for m, s in shifts.items()])
 
 
@@ -147,9 +149,9 @@ def test_gate_reading_needs_a_margin_over_one_half():
 
 
 def test_attention_reading_reports_the_departure_from_the_prior():
-    table = pd.DataFrame({"queries": [128], "top-1 is own value": [0.164], "prior top-1 is own value": [0.164],
-                          "weight on own value": [0.1], "prior weight on own value": [0.1],
-                          "departure from prior": [0.0004]}, index=["brand"])
+    table = pd.DataFrame({"queries": [128], "top1_is_own": [0.164], "prior_top1_is_own": [0.164],
+                          "weight_on_own": [0.1], "prior_weight_on_own": [0.1], "departure_from_prior": [0.0004]},
+                         index=["brand"])
     line = readings.read_attention(readings.attention_numbers(table))
     assert line.startswith("brand: the attention's top value is the query's own value for 16.4 % of 128 queries")
     assert "(prior alone: 16.4 %)" in line and "departure from the prior 0.000" in line
@@ -171,8 +173,7 @@ def test_probe_reading_needs_more_than_a_point():
 
 def test_examples_reading_needs_the_sign_test():
     def reading(a, b):
-        counts = {f"{SECOND} right, {FIRST} wrong": a, f"{FIRST} right, {SECOND} wrong": b}
-        return readings.read_examples(readings.examples_numbers(counts, FIRST, SECOND, 128, sign_test(a, b)))
+        return readings.read_examples(readings.examples_numbers(FIRST, SECOND, 128, a, b, sign_test(a, b)))
 
     assert reading(0, 0).endswith("neither model wins more of them beyond chance (sign test p = 1.00).")
     assert "for 6, and CLIP-FT where EI-CLIP does not for 4: neither model wins" in reading(6, 4)
@@ -217,8 +218,7 @@ def test_probe_never_claims_a_difference_within_tolerance(first, second):
 
 @given(st.integers(0, 40), st.integers(0, 40))
 def test_examples_never_claim_a_winner_by_chance(a, b):
-    counts = {f"{SECOND} right, {FIRST} wrong": a, f"{FIRST} right, {SECOND} wrong": b}
-    line = readings.read_examples(readings.examples_numbers(counts, FIRST, SECOND, 100, sign_test(a, b)))
+    line = readings.read_examples(readings.examples_numbers(FIRST, SECOND, 100, a, b, sign_test(a, b)))
     assert ("wins more of them" in line and "neither" not in line) == (sign_test(a, b) < readings.SIGNIFICANCE)
 
 
@@ -303,7 +303,7 @@ def _check_sweep(n):
     rows = {(r["confounding"], r["row"]): r for r in n["rows"]}
     assert n["knobs"] == sorted(n["knobs"]) == [g["confounding"] for g in n["gains"]]
     for g in n["gains"]:
-        first, second = rows[(g["confounding"], FIRST)], rows[(g["confounding"], SECOND)]
+        first, second = rows[(g["confounding"], FIRST_LABEL)], rows[(g["confounding"], SECOND_LABEL)]
         assert g["n"] == first["n"] == second["n"] and g["wins"] + g["losses"] <= g["n"]
         assert g["gain"] == pytest.approx(second["mean"] - first["mean"], abs=1e-5)
         assert (g["p"] is None) or (g["n"] >= 3 and 0 <= g["p"] <= 1)
@@ -334,11 +334,9 @@ def number_differences(got, want, abs_tol: float, where: str = "") -> list:
 
 def fabricated_sections() -> dict:
     """Every section of notebook 05 as {"numbers", "reading"}, from the fabricated measures above."""
-    counts = {f"{SECOND} right, {FIRST} wrong": 3, f"{FIRST} right, {SECOND} wrong": 1}
-    attention = pd.DataFrame({"queries": [128, 86], "top-1 is own value": [0.164, 0.209],
-                              "prior top-1 is own value": [0.164, 0.221], "weight on own value": [0.1, 0.13],
-                              "prior weight on own value": [0.1, 0.13], "departure from prior": [0.0, 0.001]},
-                             index=["brand", "fit"])
+    attention = pd.DataFrame({"queries": [128, 86], "top1_is_own": [0.164, 0.209], "prior_top1_is_own": [0.164, 0.221],
+                              "weight_on_own": [0.1, 0.13], "prior_weight_on_own": [0.1, 0.13],
+                              "departure_from_prior": [0.0, 0.001]}, index=["brand", "fit"])
     gates = pd.DataFrame({"mean": [0.525, 0.493], "std": [0.01, 0.02]}, index=["fit", "brand"])
     numbers = {
         "dictionaries": readings.dictionary_numbers(shift_table(), neighbour_table(), 1.0, 0.41, collision_table()),
@@ -347,9 +345,18 @@ def fabricated_sections() -> dict:
         "gates": readings.gate_numbers(gates, pd.DataFrame([[0.5, 0.51], [0.52, 0.49]], columns=["fit", "brand"])),
         "attention": readings.attention_numbers(attention),
         "probe": readings.probe_numbers(probe_summary({FIRST: -0.2, SECOND: 0.2}), FIRST, SECOND),
-        "examples": readings.examples_numbers(counts, FIRST, SECOND, 128, sign_test(3, 1)),
+        "examples": readings.examples_numbers(FIRST, SECOND, 128, 3, 1, sign_test(3, 1)),
         "sweep": readings.sweep_numbers("smoke", sweep_summary({0.0: [1.04], 1.0: [0.26]}))}
     return {name: {"numbers": n, "reading": readings.READERS[name](n), "figure": None} for name, n in numbers.items()}
+
+
+def test_records_name_the_models_by_their_labels():
+    numbers = {name: section["numbers"] for name, section in fabricated_sections().items()}
+    assert set(numbers["text_features"]["types"][0]) == {"type", FIRST_LABEL, SECOND_LABEL}
+    assert [r["model"] for r in numbers["probe"]["rows"]] == [FIRST_LABEL, SECOND_LABEL]
+    for name in ("text_features", "probe", "examples"):
+        assert (numbers[name]["first"], numbers[name]["second"]) == (FIRST_LABEL, SECOND_LABEL)
+    assert [h["row"] for h in numbers["sweep"]["harm"]] == ["CLIP zero-shot", FIRST_LABEL, SECOND_LABEL]
 
 
 def test_readings_file_is_written_sorted_atomically_and_reads_back(tmp_path):

@@ -45,11 +45,11 @@ def test_paired_gain_on_a_hand_made_table():
     gains = [1.0, 2.0, -0.5, 1.5, 0.0, 3.0]
     table = sweep_statistics.gain_table(runs_table(gains)).iloc[0]
     assert table["gain"] == pytest.approx(np.mean(gains)) and table["std"] == pytest.approx(np.std(gains, ddof=1))
-    assert (table["n"], table["EI-CLIP wins"], table["CLIP-FT wins"]) == (6, 4, 1)
+    assert (table["n"], table["method_wins"], table["baseline_wins"]) == (6, 4, 1)
     ft = 20.0 + np.arange(6)
     assert table["p"] == pytest.approx(ttest_rel(ft + gains, ft).pvalue)
     recall = sweep_statistics.recall_table(runs_table(gains))
-    assert recall["row"].tolist() == ["CLIP zero-shot", "CLIP-FT", "EI-CLIP"] and recall["n"].tolist() == [2, 6, 6]
+    assert recall["row"].tolist() == ["zero-shot", "clip-ft", "ei-clip"] and recall["n"].tolist() == [2, 6, 6]
 
 
 def test_one_pair_is_not_tested_and_the_reading_says_so():
@@ -61,7 +61,7 @@ def test_one_pair_is_not_tested_and_the_reading_says_so():
     gain = summary["gain"].set_index("confounding")
     assert gain.loc[1.0, "gain"] == 2.0 and gain.loc[1.0, "n"] == 1 and gain["p"].isna().all()
     harm = summary["harm"].set_index("row")
-    assert harm.loc["CLIP-FT", "harm"] == 5.0 and harm.loc["EI-CLIP", "harm"] == pytest.approx(3.5)
+    assert harm.loc["clip-ft", "harm"] == 5.0 and harm.loc["ei-clip", "harm"] == pytest.approx(3.5)
     line = readings.read_sweep(readings.sweep_numbers("quick", summary))
     assert "profile quick is the small, one-seed version of `science`" in line
     assert "no paired test is possible with one pair" in line and line.count("not tested (fewer than 3 pairs)") == 2

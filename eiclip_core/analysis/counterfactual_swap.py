@@ -98,9 +98,11 @@ def run_probe(models: dict, texts: list, mentions: list, value_ids: dict, values
               n_queries: int = 200, k: int = 10, seed: int = 0) -> tuple:
     """The probe for several models on the same swaps.
 
-    models: name -> (encode, image_emb, text_emb or None), as in probe_type. Returns (summary, details): summary has one row per (type,
-    model) with queries, chance, top-k share before / after, shift and the share of queries moved
-    toward the new value; details maps (type, model) to the per-query frame of `probe_type`."""
+    models: name -> (encode, image_emb, text_emb or None), as in probe_type. Returns (summary, details):
+    summary has one row per (type, model) with `queries`, `chance_pct` (the gallery's share of the new
+    value), `top_k_before_pct` / `top_k_after_pct` (the top-k's share of it, k as given), `shift_points`
+    (after - before) and `queries_moved_pct` (queries whose top-k moved toward the new value), in percent;
+    details maps (type, model) to the per-query frame of `probe_type`."""
     rows, details = [], {}
     for t in types:
         if t not in value_ids:
@@ -113,9 +115,9 @@ def run_probe(models: dict, texts: list, mentions: list, value_ids: dict, values
                 continue
             new_idx = np.array([values[t].index(v) for v in df["new"]])
             rows.append({"type": t, "model": name, "queries": len(df),  # shares in percent of the top-k
-                         "chance %": 100 * float(np.mean([np.mean(ids == v) for v in new_idx])),
-                         "top-10 before %": 100 * float(df["before"].mean()),
-                         "top-10 after %": 100 * float(df["after"].mean()),
-                         "shift (points)": 100 * float((df["after"] - df["before"]).mean()),
-                         "queries moved %": 100 * float(np.mean(df["after"] > df["before"]))})
+                         "chance_pct": 100 * float(np.mean([np.mean(ids == v) for v in new_idx])),
+                         "top_k_before_pct": 100 * float(df["before"].mean()),
+                         "top_k_after_pct": 100 * float(df["after"].mean()),
+                         "shift_points": 100 * float((df["after"] - df["before"]).mean()),
+                         "queries_moved_pct": 100 * float(np.mean(df["after"] > df["before"]))})
     return pd.DataFrame(rows), details

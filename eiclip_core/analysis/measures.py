@@ -4,9 +4,12 @@
     measures    dictionary drift (how far E_t turned from D_t), nearest general-English words, kNN
                 purity of text features, gate and attention summaries, retrieval disagreements
 
-Everything here takes arrays or models and returns arrays or tables; eiclip_core.figures draws them
-and eiclip_core.analysis.readings turns them into sentences.
+Everything here takes arrays or models and returns arrays, records or tables whose columns are field
+names; eiclip_core.figures draws them, eiclip_core.analysis.readings turns them into sentences and
+eiclip_core.analysis.sections.shown labels the tables notebook 05 shows.
 """
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
@@ -145,10 +148,10 @@ def collision_table(d: dict, e: dict, values: dict, word_emb: np.ndarray, words,
     for kind, idx in collision_values(values, list(d)).items():
         t, target = kinds[kind][0], COLLIDES_WITH[kind]
         before, after = (nearest_groups(x[t][idx], word_emb, groups, k) for x in (d, e))
-        rows.append({"kind": kind, "collides with": target, "values": len(idx), "k": k,
-                     "group words": groups.count(target), "words": len(words),
-                     "nearest before": before.count(target), "nearest after": after.count(target)})
-    columns = ["kind", "collides with", "values", "k", "group words", "words", "nearest before", "nearest after"]
+        rows.append({"kind": kind, "collides_with": target, "values": len(idx), "k": k,
+                     "group_words": groups.count(target), "words": len(words),
+                     "nearest_before": before.count(target), "nearest_after": after.count(target)})
+    columns = ["kind", "collides_with", "values", "k", "group_words", "words", "nearest_before", "nearest_after"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -175,12 +178,12 @@ def neighbour_table(d: dict, e: dict, values: dict, chosen: list, words, word_em
         before = nearest_words(d[t][i:i + 1], word_emb, words, k)[0]
         after = nearest_words(e[t][i:i + 1], word_emb, words, k)[0]
         rows.append({"kind": kind, "type": t, "value": values[t][i],
-                     "before (D_t)": ", ".join(w for w, _ in before), "cos before": before[0][1],
-                     "after (E_t)": ", ".join(w for w, _ in after), "cos after": after[0][1],
-                     "moved (degrees)": float(angles_degrees(d[t][i], e[t][i])[0]),
-                     "collides with": COLLIDES_WITH.get(kind, ""),
-                     "group before": nearest_groups(d[t][i], word_emb, groups, k_group)[0],
-                     "group after": nearest_groups(e[t][i], word_emb, groups, k_group)[0]})
+                     "nearest_words_before": ", ".join(w for w, _ in before), "cos_before": before[0][1],
+                     "nearest_words_after": ", ".join(w for w, _ in after), "cos_after": after[0][1],
+                     "moved_degrees": float(angles_degrees(d[t][i], e[t][i])[0]),
+                     "collides_with": COLLIDES_WITH.get(kind, ""),
+                     "group_before": nearest_groups(d[t][i], word_emb, groups, k_group)[0],
+                     "group_after": nearest_groups(e[t][i], word_emb, groups, k_group)[0]})
     return pd.DataFrame(rows)
 
 
@@ -210,16 +213,16 @@ def dictionary_shift(d: dict, e: dict, prone: dict, words_emb: np.ndarray) -> pd
             continue
         dv = np.stack([d[t][i] for t, i in idx])
         ev = np.stack([e[t][i] for t, i in idx])
-        rows.append({"values": label, "n": len(idx), "moved (degrees)": float(np.mean(moved[label])),
-                     "nearest word cos before": float((dv @ w.T).max(1).mean()),
-                     "nearest word cos after": float((ev @ w.T).max(1).mean())})
+        rows.append({"values": label, "n": len(idx), "moved_degrees": float(np.mean(moved[label])),
+                     "nearest_word_cos_before": float((dv @ w.T).max(1).mean()),
+                     "nearest_word_cos_after": float((ev @ w.T).max(1).mean())})
     return pd.DataFrame(rows).set_index("values")
 
 
 def moved_rank_test(moved: dict) -> "float | None":
     """Two-sided Mann-Whitney p-value: do prone values turn further (or less far) than the others?
     None when a group is empty; 1.0 when every angle is the same (no difference to test)."""
-    from scipy.stats import mannwhitneyu  # here, not at the top: scipy.stats costs every importer 1.5 s
+    from scipy.stats import mannwhitneyu  # here, not at the top: a slow import most importers never use
 
     if len(moved) < 2:
         return None
@@ -277,31 +280,39 @@ def attention_table(attention: dict, value_ids: dict, prior: dict) -> pd.DataFra
             continue
         a, ids, p = a[known], ids[known], np.asarray(prior[t])
         rows[t] = {"queries": int(known.sum()),
-                   "top-1 is own value": float(np.mean(a.argmax(1) == ids)),
-                   "prior top-1 is own value": float(np.mean(np.argmax(p) == ids)),
-                   "weight on own value": float(np.mean(a[np.arange(len(ids)), ids])),
-                   "prior weight on own value": float(np.mean(p[ids])),
-                   "departure from prior": float(np.mean(0.5 * np.abs(a - p).sum(axis=1)))}
-    columns = ["queries", "top-1 is own value", "prior top-1 is own value", "weight on own value",
-               "prior weight on own value", "departure from prior"]  # also when no type has a known value
+                   "top1_is_own": float(np.mean(a.argmax(1) == ids)),
+                   "prior_top1_is_own": float(np.mean(np.argmax(p) == ids)),
+                   "weight_on_own": float(np.mean(a[np.arange(len(ids)), ids])),
+                   "prior_weight_on_own": float(np.mean(p[ids])),
+                   "departure_from_prior": float(np.mean(0.5 * np.abs(a - p).sum(axis=1)))}
+    columns = ["queries", "top1_is_own", "prior_top1_is_own", "weight_on_own", "prior_weight_on_own",
+               "departure_from_prior"]  # also when no type has a known value
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns).astype({"queries": int})
 
 
-def disagreements(ranks: dict, first: str, second: str, n: int = 2, seed: int = 0) -> dict:
-    """Queries (text -> image) ranked top-1 by one model and not by the other, both ways.
+@dataclass(frozen=True)
+class Disagreement:
+    """Text -> image queries whose image one model ranks first and the other does not."""
 
-    ranks[name] (N,): rank of the positive (0 = top-1). Returns {"counts": {"<a> right, <b> wrong":
-    count, ...}, "<a> right, <b> wrong": indices, ...}, `second` right first: n indices of each, drawn
-    with `seed` so the examples do not always come from the file's start."""
+    right: str  # the model that ranks the query's image first
+    wrong: str  # the model that does not
+    count: int  # how many queries
+    examples: list  # up to n of their indices, drawn with the seed, ascending
+
+
+def disagreements(ranks: dict, first: str, second: str, n: int = 2, seed: int = 0) -> tuple:
+    """(`second` right and `first` wrong, `first` right and `second` wrong): the queries ranked top-1 by one
+    model and not by the other, both ways, as Disagreement records.
+
+    ranks[name] (N,): rank of the positive (0 = top-1). n example indices of each, drawn with `seed` so
+    the examples do not always come from the file's start."""
     rng = np.random.default_rng(seed)
     a, b = np.asarray(ranks[first]), np.asarray(ranks[second])
-    out = {"counts": {}}
+    found = []
     for right, wrong, ra, rb in ((second, first, b, a), (first, second, a, b)):
-        key = f"{right} right, {wrong} wrong"
         idx = np.flatnonzero((ra == 0) & (rb > 0))
-        out["counts"][key] = int(len(idx))
-        out[key] = np.sort(rng.permutation(idx)[:n]).tolist()
-    return out
+        found.append(Disagreement(right, wrong, int(len(idx)), np.sort(rng.permutation(idx)[:n]).tolist()))
+    return tuple(found)
 
 
 def sign_test(wins: int, losses: int) -> float:

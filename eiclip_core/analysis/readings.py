@@ -3,7 +3,9 @@
 Each section of notebook 05 (eiclip_core.analysis.sections) reduces its measures (eiclip_core.analysis.measures) to a
 small record of plain numbers, rounded (the `*_numbers` functions); the `read_*` functions turn a record
 into sentences and use nothing else. Records and sentences are written to <reports_dir>/readings.json,
-so a test can read the numbers back and rebuild every sentence from them.
+so a test can read the numbers back and rebuild every sentence from them. The tables a record is made
+from carry field names and name the models as eiclip_core.protocols does; a record names them by their
+display labels (eiclip_core.evaluation.results.row_label), as its sentences do.
 
 A reading never claims an effect the numbers do not support. Numbers are compared as they are printed,
 a difference within a stated tolerance reads as none (the tolerances below), and two claims that
@@ -17,8 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from eiclip_core.io import write_text
 from eiclip_core.analysis.sweep_statistics import MIN_PAIRS
+from eiclip_core.evaluation.results import row_label
+from eiclip_core.io import write_text
 
 SIGNIFICANCE = 0.05
 COSINE_TOLERANCE = 0.01  # mean cosine to the nearest general English word, before vs after the EALM
@@ -56,58 +59,60 @@ def rounded(value, nd: int = 6):
 
 def dictionary_numbers(shift: pd.DataFrame, neighbours: pd.DataFrame, frozen_cosine: float, moved_p,
                        collisions: pd.DataFrame) -> dict:
-    """Record of section 1 from analysis.dictionary_shift, analysis.neighbour_table, the frozen-tower check,
-    analysis.moved_rank_test and analysis.collision_table."""
-    first_word = [neighbours[c].str.split(", ").str[0] for c in ("before (D_t)", "after (E_t)")]
-    keys = {"kind": "kind", "collides with": "group", "values": "values", "k": "k", "group words": "group_words",
-            "words": "words", "nearest before": "before", "nearest after": "after"}
+    """Record of section 1 from measures.dictionary_shift, measures.neighbour_table, the frozen-tower check,
+    measures.moved_rank_test and measures.collision_table."""
+    first_word = [neighbours[c].str.split(", ").str[0] for c in ("nearest_words_before", "nearest_words_after")]
+    keys = {"kind": "kind", "collides_with": "group", "values": "values", "k": "k", "group_words": "group_words",
+            "words": "words", "nearest_before": "before", "nearest_after": "after"}
     return rounded({
         "frozen_cosine": frozen_cosine,
-        "groups": {label: {"values": int(r["n"]), "moved_degrees": r["moved (degrees)"],
-                           "cos_before": r["nearest word cos before"], "cos_after": r["nearest word cos after"]}
+        "groups": {label: {"values": int(r["n"]), "moved_degrees": r["moved_degrees"],
+                           "cos_before": r["nearest_word_cos_before"], "cos_after": r["nearest_word_cos_after"]}
                    for label, r in shift.iterrows()},
         "moved_p": moved_p, "changed": int((first_word[0] != first_word[1]).sum()), "shown": len(neighbours),
         "collisions": collisions.rename(columns=keys)[list(keys.values())].to_dict("records")})
 
 
 def purity_numbers(purity: pd.DataFrame, first: str, second: str, not_shown=()) -> dict:
-    """Record of section 2 from analysis.purity_table (rows types, columns models); not_shown: the types
-    left out because no validation product has a value of them."""
-    return rounded({"first": first, "second": second, "not_shown": list(not_shown),
-                    "types": [{"type": t, first: purity.loc[t, first], second: purity.loc[t, second]}
-                              for t in purity.index]})
+    """Record of section 2 from measures.purity_table (rows types, columns the models `first` and `second`);
+    not_shown: the types left out because no validation product has a value of them."""
+    a, b = row_label(first), row_label(second)
+    return rounded({"first": a, "second": b, "not_shown": list(not_shown),
+                    "types": [{"type": t, a: purity.loc[t, first], b: purity.loc[t, second]} for t in purity.index]})
 
 
 def gate_numbers(table: pd.DataFrame, by_category: pd.DataFrame) -> dict:
-    """Record of section 3 from analysis.gate_table and analysis.gate_by_group."""
+    """Record of section 3 from measures.gate_table and measures.gate_by_group."""
     spread = (by_category.max() - by_category.min()).sort_values(ascending=False, kind="stable")
     return rounded({"types": [{"type": t, "mean": r["mean"], "std": r["std"]} for t, r in table.iterrows()],
                     "category_range": [{"type": t, "range": v} for t, v in spread.items()]})
 
 
 def attention_numbers(table: pd.DataFrame, figure_not_shown: "str | None" = None) -> dict:
-    """Record of section 4 from analysis.attention_table; figure_not_shown: the type whose example queries
+    """Record of section 4 from measures.attention_table; figure_not_shown: the type whose example queries
     are not drawn because no validation product has a value of it."""
     return rounded({"figure_not_shown": figure_not_shown, "types": [
-        {"type": t, "queries": int(r["queries"]), "top1_own": r["top-1 is own value"],
-         "prior_top1_own": r["prior top-1 is own value"], "weight_own": r["weight on own value"],
-         "prior_weight_own": r["prior weight on own value"], "departure": r["departure from prior"]}
+        {"type": t, "queries": int(r["queries"]), "top1_own": r["top1_is_own"],
+         "prior_top1_own": r["prior_top1_is_own"], "weight_own": r["weight_on_own"],
+         "prior_weight_own": r["prior_weight_on_own"], "departure": r["departure_from_prior"]}
         for t, r in table.iterrows()]})
 
 
 def probe_numbers(summary: pd.DataFrame, first: str, second: str, types=()) -> dict:
-    """Record of section 5 from the summary of eiclip_core.analysis.counterfactual_swap.run_probe over `types`."""
-    return rounded({"first": first, "second": second, "types": list(types), "rows": [
-        {"type": r["type"], "model": r["model"], "queries": int(r["queries"]), "chance_pct": r["chance %"],
-         "before_pct": r["top-10 before %"], "after_pct": r["top-10 after %"], "shift_points": r["shift (points)"],
-         "moved_pct": r["queries moved %"]} for _, r in summary.iterrows()]})
+    """Record of section 5 from the summary of eiclip_core.analysis.counterfactual_swap.run_probe over `types`
+    for the models `first` and `second`."""
+    return rounded({"first": row_label(first), "second": row_label(second), "types": list(types), "rows": [
+        {"type": r["type"], "model": row_label(r["model"]), "queries": int(r["queries"]),
+         "chance_pct": r["chance_pct"], "before_pct": r["top_k_before_pct"], "after_pct": r["top_k_after_pct"],
+         "shift_points": r["shift_points"], "moved_pct": r["queries_moved_pct"]} for _, r in summary.iterrows()]})
 
 
-def examples_numbers(counts: dict, first: str, second: str, queries: int, sign_test_p: float) -> dict:
-    """Record of section 6 from the counts of analysis.disagreements and analysis.sign_test."""
-    return rounded({"first": first, "second": second, "queries": queries, "sign_test_p": sign_test_p,
-                    "second_only": counts[f"{second} right, {first} wrong"],
-                    "first_only": counts[f"{first} right, {second} wrong"]})
+def examples_numbers(first: str, second: str, queries: int, second_only: int, first_only: int,
+                     sign_test_p: float) -> dict:
+    """Record of section 6: of `queries`, how many only `second` ranks right (top-1) and how many only `first`
+    (measures.disagreements), and measures.sign_test of the two counts."""
+    return rounded({"first": row_label(first), "second": row_label(second), "queries": queries,
+                    "sign_test_p": sign_test_p, "second_only": second_only, "first_only": first_only})
 
 
 def sweep_numbers(profile: str, summary: "dict | None") -> dict:
@@ -118,12 +123,12 @@ def sweep_numbers(profile: str, summary: "dict | None") -> dict:
     gains = summary["gain"]
     return rounded({
         "profile": profile, "knobs": gains["confounding"].tolist(), "pairs": int(gains["n"].min()),
-        "rows": [{"confounding": r["confounding"], "row": r["row"], "mean": r["mean R"], "std": r["std"],
-                  "n": int(r["n"])} for _, r in summary["recall"].iterrows()],
-        "harm": [{"row": r["row"], "low": r["low"], "high": r["high"], "harm": r["harm"], "std": r["std"],
+        "rows": [{"confounding": r["confounding"], "row": row_label(r["row"]), "mean": r["mean_recall"],
+                  "std": r["std"], "n": int(r["n"])} for _, r in summary["recall"].iterrows()],
+        "harm": [{"row": row_label(r["row"]), "low": r["low"], "high": r["high"], "harm": r["harm"], "std": r["std"],
                   "n": int(r["n"]), "p": r["p"]} for _, r in summary["harm"].iterrows()],
         "gains": [{"confounding": r["confounding"], "gain": r["gain"], "std": r["std"], "n": int(r["n"]),
-                   "wins": int(r["EI-CLIP wins"]), "losses": int(r["CLIP-FT wins"]), "p": r["p"]}
+                   "wins": int(r["method_wins"]), "losses": int(r["baseline_wins"]), "p": r["p"]}
                   for _, r in gains.iterrows()],
         "prone": [{"confounding": r["confounding"], "type": r["type"], "status": r["status"], "gain": r["gain"],
                    "queries": r["queries"]} for _, r in summary["prone"].iterrows()]})
@@ -285,8 +290,9 @@ def _sweep_verdict(gains: list) -> str:
 
 def read_sweep(n: dict) -> str:
     """n: profile, knobs, pairs (fewest (data seed, training seed) pairs at a knob), rows (mean recall per
-    knob and row with std and n), harm (per row, lowest knob - highest: points lost to the confounder), gains (per knob: gain, std, n,
-    wins, losses, p), prone (per knob, type and status: gain). One line per knob, the harm, the verdict."""
+    knob and row with std and n), harm (per row, lowest knob - highest: points lost to the confounder),
+    gains (per knob: gain, std, n, wins, losses, p), prone (per knob, type and status: gain). One line per
+    knob, the harm, the verdict."""
     if not n["knobs"]:
         return f"profile {n['profile']}: no confounding sweep (the real data has no knob)."
     low = n["knobs"][0]

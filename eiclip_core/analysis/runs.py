@@ -1,5 +1,6 @@
 """The two runs notebook 05 analyses, loaded once: CLIP-FT and EI-CLIP of one seed, with what they are
-looked at with (the validation split, the entity artifact, the frozen text tower, cached embeddings)."""
+looked at with (the validation split, the entity artifact, the frozen text tower, cached embeddings).
+Both are keyed by their row names (eiclip_core.protocols.BASELINE, METHOD)."""
 from dataclasses import dataclass
 from typing import Callable
 
@@ -8,9 +9,7 @@ import torch
 
 from eiclip_core import layout
 from eiclip_core.analysis.measures import encode_texts
-
-ANALYSED_ROWS = ("clip-ft", "ei-clip")  # the rows whose difference is EI-CLIP's effect (also the sweep's)
-MODEL_NAMES = {"clip-ft": "CLIP-FT", "ei-clip": "EI-CLIP"}
+from eiclip_core.protocols import BASELINE, METHOD
 
 
 @dataclass
@@ -19,10 +18,10 @@ class AnalysedRuns:
 
     data: object  # eiclip_core.data.FashionGen of the validation split
     artifact: object  # eiclip_core.entities.EntityArtifact
-    models: dict  # "CLIP-FT" / "EI-CLIP" -> EICLIP in eval mode
+    models: dict  # row name (BASELINE, METHOD) -> EICLIP in eval mode
     tokenizer: Callable
     frozen: Callable  # tokens -> (B, d) L2-normalised text features before fine-tuning (f_T^0)
-    embeddings: dict  # name -> eiclip_core.evaluation.embeddings.Embeddings of the validation split (cached)
+    embeddings: dict  # row name -> eiclip_core.evaluation.embeddings.Embeddings of the validation split (cached)
     device: torch.device
 
     @property
@@ -35,14 +34,14 @@ class AnalysedRuns:
         ids = self.artifact.value_ids("validation")[entity_type]
         return [values[i] if i >= 0 and values[i] != "other" else None for i in ids]
 
-    def gallery(self, name: str) -> np.ndarray:
+    def gallery(self, row: str) -> np.ndarray:
         """First-view image embeddings (N_products, d) of a model: the full protocol's gallery."""
-        emb = self.embeddings[name]
+        emb = self.embeddings[row]
         return emb.image[emb.first_view]
 
-    def encoder(self, name: str) -> Callable:
+    def encoder(self, row: str) -> Callable:
         """texts -> (N, d) L2-normalised text features of a model."""
-        model = self.models[name]
+        model = self.models[row]
         return lambda texts: encode_texts(model.encode_text, self.tokenizer, texts, self.device)
 
 
@@ -59,13 +58,13 @@ def load_analysed_runs(data_dir, seed: int, device) -> AnalysedRuns:
 
     validation = FashionGen(layout.split_file(data_dir, "validation"))
     models, embeddings = {}, {}
-    for row in ANALYSED_ROWS:
+    for row in (BASELINE, METHOD):
         run = layout.run_dir(data_dir, row, seed)
         if not (run / "final.pt").is_file():
             raise KitError(f"{run}: run not finished (no final.pt); train it with notebook 03")
         model, backbone, cfg = load_run(run, device)
-        models[MODEL_NAMES[row]] = model
-        embeddings[MODEL_NAMES[row]] = cached_embeddings(
+        models[row] = model
+        embeddings[row] = cached_embeddings(
             lambda m=model, b=backbone: (m, b), {"checkpoint": checkpoint_id(run / "final.pt")}, validation,
             layout.cache_dir(data_dir), device)
     # the text tower as loaded before fine-tuning (same seed = same projection as the run's D_t)

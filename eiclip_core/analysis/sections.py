@@ -5,17 +5,34 @@ Each section takes the analysed runs (eiclip_core.analysis.runs), computes its m
 the record of numbers its reading is computed from (eiclip_core.analysis.readings):
 {"figure": path or None, <tables>, "numbers": record, "reading": sentences}. The notebook stays a list
 of calls and ends by writing every section's numbers and reading to <reports_dir>/readings.json.
+
+The tables carry field names and name the two models as eiclip_core.protocols does (BASELINE, METHOD);
+`shown` gives a table the labels the notebook shows ("moved (degrees)", "CLIP-FT", ...).
 """
 import numpy as np
 import pandas as pd
 
 from eiclip_core.analysis import measures
 from eiclip_core.analysis import readings
-from eiclip_core.analysis.runs import MODEL_NAMES, AnalysedRuns
+from eiclip_core.analysis.runs import AnalysedRuns
+from eiclip_core.evaluation.results import row_label
 from eiclip_core.figures import (attention_figure, dictionary_figure, gate_figure, probe_figure,
                                  retrieval_examples_figure, save_figure, sweep_figure, text_umap_figure)
+from eiclip_core.protocols import BASELINE, METHOD
 
-FIRST, SECOND = MODEL_NAMES["clip-ft"], MODEL_NAMES["ei-clip"]  # the baseline, then the method
+# The labels notebook 05 shows for the fields of its tables; the probe's top-k shares name their k.
+COLUMN_LABELS = {
+    "moved_degrees": "moved (degrees)", "nearest_word_cos_before": "nearest word cos before",
+    "nearest_word_cos_after": "nearest word cos after", "nearest_words_before": "before (D_t)",
+    "nearest_words_after": "after (E_t)", "cos_before": "cos before", "cos_after": "cos after",
+    "collides_with": "collides with", "group_before": "group before", "group_after": "group after",
+    "group_words": "group words", "nearest_before": "nearest before", "nearest_after": "nearest after",
+    "top1_is_own": "top-1 is own value", "prior_top1_is_own": "prior top-1 is own value",
+    "weight_on_own": "weight on own value", "prior_weight_on_own": "prior weight on own value",
+    "departure_from_prior": "departure from prior", "chance_pct": "chance %", "top_k_before_pct": "top-{k} before %",
+    "top_k_after_pct": "top-{k} after %", "shift_points": "shift (points)", "queries_moved_pct": "queries moved %",
+    "mean_recall": "mean R", "method_wins": f"{row_label(METHOD)} wins",
+    "baseline_wins": f"{row_label(BASELINE)} wins"}
 
 
 def _frozen_check(runs: AnalysedRuns, d: dict) -> float:
@@ -23,7 +40,7 @@ def _frozen_check(runs: AnalysedRuns, d: dict) -> float:
     words below are encoded in the space of D_t."""
     from eiclip_core.model.eiclip import prompt_texts
 
-    model, values = runs.models[SECOND], runs.artifact.values
+    model, values = runs.models[METHOD], runs.artifact.values
     return float(np.mean([np.mean(np.sum(d[t] * measures.encode_texts(runs.frozen, runs.tokenizer, prompt_texts(
         t, values[t], model.cfg.prompt), runs.device), axis=1)) for t in model.types]))
 
@@ -32,7 +49,7 @@ def _labelled_values(runs: AnalysedRuns, n_values: int) -> list:
     """(kind, type, index) of the values the dictionary map names: the most frequent value of each collision
     kind present (measures.collision_picks); without any (a catalog of other names), the n_values most
     frequent prone values (measures.highlight_values), of kind ""."""
-    model, art = runs.models[SECOND], runs.artifact
+    model, art = runs.models[METHOD], runs.artifact
     picks = measures.collision_picks(art.values, art.counts, model.types)
     prone = {t: art.prone[t] for t in model.types}
     return picks or [("", t, i) for t, i in measures.highlight_values(art.values, prone, art.counts, model.types,
@@ -43,7 +60,7 @@ def section_dictionaries(runs: AnalysedRuns, reports_dir, seed: int = 0, n_value
     """UMAP of D_t next to E_t among general English words grouped by meaning; the labelled values (one per
     collision kind) with their nearest words and general-word group before/after; per collision kind, how
     many values sit nearest the group they collide with."""
-    model, art = runs.models[SECOND], runs.artifact
+    model, art = runs.models[METHOD], runs.artifact
     d, e = measures.dictionaries(model)
     words = list(measures.GENERAL_WORDS)
     word_emb = measures.encode_texts(runs.frozen, runs.tokenizer, words, runs.device)
@@ -54,8 +71,8 @@ def section_dictionaries(runs: AnalysedRuns, reports_dir, seed: int = 0, n_value
     collisions = measures.collision_table(d, e, art.values, word_emb, words)
     numbers = readings.dictionary_numbers(shift, neighbours, _frozen_check(runs, d),
                                           measures.moved_rank_test(measures.moved_degrees(d, e, prone)), collisions)
-    fig = dictionary_figure(d, e, art.values, prone, [(t, i) for _, t, i in chosen], words, word_emb,
-                            [measures.WORD_GROUP[w] for w in words], seed)
+    fig = dictionary_figure(d, e, art.values, prone, [(t, i) for _, t, i in chosen], words,
+                            measures.unit_rows(word_emb), [measures.WORD_GROUP[w] for w in words], seed)
     return {"figure": save_figure(fig, reports_dir, "05_dictionaries"), "neighbours": neighbours, "shift": shift,
             "collisions": collisions, "numbers": numbers, "reading": readings.read_dictionaries(numbers)}
 
@@ -70,19 +87,19 @@ def section_text_features(runs: AnalysedRuns, reports_dir, seed: int = 0, types=
     with none left, no figure."""
     n = len(runs.texts)
     keep = np.sort(np.random.default_rng(seed).permutation(n)[:max_points]) if n > max_points else np.arange(n)
-    features = {name: emb.text[keep] for name, emb in runs.embeddings.items()}
+    features = {row: emb.text[keep] for row, emb in runs.embeddings.items()}
     labels = {t: np.asarray(runs.labels(t), dtype=object)[keep] for t in types if t in runs.artifact.all_types}
     missing = [t for t in types if t not in labels or not any(v is not None for v in labels[t])]
     labels = {t: v for t, v in labels.items() if t not in missing}
     purity = measures.purity_table(features, labels)
-    numbers = readings.purity_numbers(purity, FIRST, SECOND, not_shown=missing)
+    numbers = readings.purity_numbers(purity, BASELINE, METHOD, not_shown=missing)
     path = save_figure(text_umap_figure(features, labels, seed), reports_dir, "05_text_features") if labels else None
     return {"figure": path, "purity": purity, "numbers": numbers, "reading": readings.read_text_features(numbers)}
 
 
 def section_gates(runs: AnalysedRuns, reports_dir) -> dict:
     """The CESM gates g_t of EI-CLIP on every validation text: per type and per category."""
-    model = runs.models[SECOND]
+    model = runs.models[METHOD]
     gates, attention = measures.gates_and_attention(model, runs.tokenizer, runs.texts, runs.device)
     table = measures.gate_table(gates, model.types)
     by_category = measures.gate_by_group(gates, model.types, runs.data.products["category"])
@@ -118,34 +135,39 @@ def section_attention(runs: AnalysedRuns, reports_dir, attention: dict, entity_t
     return {"figure": path, "table": table, "numbers": numbers, "reading": readings.read_attention(numbers)}
 
 
-def section_probe(runs: AnalysedRuns, reports_dir, n_queries: int = 200, seed: int = 0) -> dict:
-    """The counterfactual probe (eiclip_core.analysis.counterfactual_swap) for CLIP-FT and EI-CLIP on the same swaps; no figure
-    when no validation text mentions a value that can be swapped (a catalog without brands or mentions)."""
+def section_probe(runs: AnalysedRuns, reports_dir, n_queries: int = 200, k: int = 10, seed: int = 0) -> dict:
+    """The counterfactual probe (eiclip_core.analysis.counterfactual_swap) for CLIP-FT and EI-CLIP on the same
+    swaps, measured on the top k; no figure when no validation text mentions a value that can be swapped (a
+    catalog without brands or mentions)."""
     from eiclip_core.analysis import counterfactual_swap
 
     art = runs.artifact
-    models = {name: (runs.encoder(name), runs.gallery(name), runs.embeddings[name].text) for name in runs.models}
-    summary, details = counterfactual_swap.run_probe(models, runs.texts, art.mentions("validation"), art.value_ids("validation"),
-                                       art.values, counterfactual_swap.PROBE_TYPES, n_queries=n_queries, seed=seed)
-    shown = [df.head(2).assign(type=t) for (t, name), df in details.items() if name == SECOND and len(df)]
-    examples = pd.concat(shown) if shown else pd.DataFrame(columns=["type", "text", "swapped"])
-    numbers = readings.probe_numbers(summary, FIRST, SECOND, counterfactual_swap.PROBE_TYPES)
-    path = save_figure(probe_figure(summary), reports_dir, "05_probe") if len(summary) else None
-    return {"figure": path, "table": summary, "examples": examples[["type", "text", "swapped"]].reset_index(drop=True),
-            "numbers": numbers, "reading": readings.read_probe(numbers)}
+    models = {row: (runs.encoder(row), runs.gallery(row), runs.embeddings[row].text) for row in runs.models}
+    summary, details = counterfactual_swap.run_probe(models, runs.texts, art.mentions("validation"),
+                                                     art.value_ids("validation"), art.values,
+                                                     counterfactual_swap.PROBE_TYPES, n_queries=n_queries, k=k,
+                                                     seed=seed)
+    swapped = [df.head(2).assign(type=t) for (t, row), df in details.items() if row == METHOD and len(df)]
+    examples = pd.concat(swapped) if swapped else pd.DataFrame(columns=["type", "text", "swapped"])
+    numbers = readings.probe_numbers(summary, BASELINE, METHOD, counterfactual_swap.PROBE_TYPES)
+    path = save_figure(probe_figure(summary, k), reports_dir, "05_probe") if len(summary) else None
+    return {"figure": path, "table": summary, "k": k,
+            "examples": examples[["type", "text", "swapped"]].reset_index(drop=True), "numbers": numbers,
+            "reading": readings.read_probe(numbers)}
 
 
-def _disagreement_cases(runs: AnalysedRuns, found: dict, k: int) -> list:
+def _disagreement_cases(runs: AnalysedRuns, found: tuple, k: int) -> list:
     """Both models' top k for every example query of `found` (measures.disagreements), each labelled with
-    its group and the model, for retrieval_examples_figure."""
+    which model ranks it right and the model shown, for retrieval_examples_figure."""
     from eiclip_core.evaluation.scoring import retrieval_examples
 
     cases = []
-    for key in list(found)[1:]:
-        for q in found[key]:
-            for name in runs.models:
-                (case,) = retrieval_examples(runs.embeddings[name], runs.texts, k=k, queries=[q])
-                cases.append({**case, "label": f"{key}\n{name}"})
+    for group in found:
+        for q in group.examples:
+            for row in runs.models:
+                (case,) = retrieval_examples(runs.embeddings[row], runs.texts, k=k, queries=[q])
+                label = f"{row_label(group.right)} right, {row_label(group.wrong)} wrong\n{row_label(row)}"
+                cases.append({**case, "label": label})
     return cases
 
 
@@ -154,18 +176,18 @@ def section_examples(runs: AnalysedRuns, reports_dir, n: int = 2, k: int = 5, se
     from eiclip_core.evaluation.metrics import positive_ranks
 
     pids = runs.data.products["product_id"].to_numpy()
-    ranks = {name: positive_ranks(runs.embeddings[name].text, runs.gallery(name), pids, pids) for name in runs.models}
-    found = measures.disagreements(ranks, FIRST, SECOND, n=n, seed=seed)
+    ranks = {row: positive_ranks(runs.embeddings[row].text, runs.gallery(row), pids, pids) for row in runs.models}
+    found = measures.disagreements(ranks, BASELINE, METHOD, n=n, seed=seed)
     cases = _disagreement_cases(runs, found, k)
     path = None
     if cases:
         title = f"Text -> image retrieval: top {k} (green frame = the query's product)"
         fig = retrieval_examples_figure(cases, lambda p: runs.data.image(int(runs.data.first_row[p])), title)
         path = save_figure(fig, reports_dir, "05_examples")
-    counts = found["counts"]
-    p = measures.sign_test(counts[f"{SECOND} right, {FIRST} wrong"], counts[f"{FIRST} right, {SECOND} wrong"])
-    numbers = readings.examples_numbers(counts, FIRST, SECOND, len(pids), p)
-    return {"figure": path, "counts": counts, "numbers": numbers, "reading": readings.read_examples(numbers)}
+    method_only, baseline_only = (group.count for group in found)
+    p = measures.sign_test(method_only, baseline_only)
+    numbers = readings.examples_numbers(BASELINE, METHOD, len(pids), method_only, baseline_only, p)
+    return {"figure": path, "disagreements": found, "numbers": numbers, "reading": readings.read_examples(numbers)}
 
 
 def section_sweep(profile, data_dir, reports_dir, device="cpu") -> dict:
@@ -179,9 +201,18 @@ def section_sweep(profile, data_dir, reports_dir, device="cpu") -> dict:
         numbers = readings.sweep_numbers(profile.name, None)
         return {"figure": None, "table": None, "numbers": numbers, "reading": readings.read_sweep(numbers)}
     runs = sweep.run_sweep(profile, data_dir, device)
-    summary = {"recall": sweep_statistics.recall_table(runs.recalls), "harm": sweep_statistics.harm_table(runs.recalls),
-               "gain": sweep_statistics.gain_table(runs.recalls), "prone": sweep_statistics.prone_gain_table(runs.breakdown)}
+    summary = {"recall": sweep_statistics.recall_table(runs.recalls),
+               "harm": sweep_statistics.harm_table(runs.recalls), "gain": sweep_statistics.gain_table(runs.recalls),
+               "prone": sweep_statistics.prone_gain_table(runs.breakdown)}
     numbers = readings.sweep_numbers(profile.name, summary)
     figure = save_figure(sweep_figure(summary["recall"], summary["gain"]), reports_dir, "05_sweep")
     return {"figure": figure, "table": summary["recall"], **summary, "runs": runs, "numbers": numbers,
             "reading": readings.read_sweep(numbers)}
+
+
+def shown(table: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """`table` as notebook 05 shows it: each field by its label (COLUMN_LABELS; the probe's top-k shares with
+    k in the label), a column named by a row (a model's purity) and the rows and models in the columns "row"
+    and "model" by their display labels (eiclip_core.evaluation.results.row_label)."""
+    out = table.rename(columns=lambda c: COLUMN_LABELS[c].format(k=k) if c in COLUMN_LABELS else row_label(c))
+    return out.assign(**{c: out[c].map(row_label) for c in ("row", "model") if c in out})

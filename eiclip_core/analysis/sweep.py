@@ -32,13 +32,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from eiclip_core import layout
-from eiclip_core.analysis.runs import ANALYSED_ROWS
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
 from eiclip_core.pipeline.profiles import Profile
-from eiclip_core.protocols import ZERO_SHOT
+from eiclip_core.protocols import BASELINE, METHOD, ZERO_SHOT
 
-ROWS = (ZERO_SHOT, *ANALYSED_ROWS)  # the rows of the sweep's table, in the order shown
+ROWS = (ZERO_SHOT, BASELINE, METHOD)  # the rows of the sweep's table, in the order shown
 PER_RUN_PATHS = ("train", "entities", "out", "row", "seed")  # TrainConfig fields that differ between the runs
 
 
@@ -66,7 +65,7 @@ def point_settings(profile: Profile, device: str) -> dict:
     """What decides every point's numbers besides knob, data seed and training seed: the data sizes and
     the training config of a run with its paths, row and seed left out (so a new TrainConfig field is
     covered without a change here)."""
-    template = train_config(profile, None, ANALYSED_ROWS[0], 0, str(device)).to_dict()
+    template = train_config(profile, None, BASELINE, 0, str(device)).to_dict()
     return {"profile": profile.name, "image_size": profile.image_size, "sweep_products": list(profile.sweep_products),
             "train": {k: v for k, v in template.items() if k not in PER_RUN_PATHS}}
 

@@ -1,5 +1,5 @@
-"""The confounding sweep's statistics (issue 14's question: does EI-CLIP beat CLIP-FT where the
-confounder is, and not where it is not?), from the tables of eiclip_core.analysis.sweep.run_sweep.
+"""The confounding sweep's statistics (its question: does EI-CLIP beat CLIP-FT where the confounder is,
+and not where it is not?), from the tables of eiclip_core.analysis.sweep.run_sweep.
 
     recall_table    per knob and row: mean recall, its spread (std over every run) and n runs
     harm_table      per row: the confounding harm, lowest knob minus highest (knob 0 - knob 1), paired
@@ -9,14 +9,15 @@ confounder is, and not where it is not?), from the tables of eiclip_core.analysi
     prone_gain_table  per knob, entity type and prone / not-prone status: the same gain on those queries
 
 A run's number is its full-protocol mean recall (the mean of the six recalls, in points). No number of
-these tables is tuned on: they are computed once from the runs the profile fixes in advance.
+these tables is tuned on: they are computed once from the runs the profile fixes in advance. The tables
+name rows as eiclip_core.protocols does and carry field names; notebook 05 labels both where it shows
+them (eiclip_core.analysis.sections.shown).
 """
 import numpy as np
 import pandas as pd
 
-from eiclip_core.evaluation.results import row_label
+from eiclip_core.protocols import BASELINE, METHOD, ZERO_SHOT
 
-ZERO_SHOT, FIRST, SECOND = "zero-shot", "clip-ft", "ei-clip"  # no training, the baseline, the method
 MIN_PAIRS = 3  # fewer pairs: no paired test ("not tested")
 PAIR = ["data seed", "seed"]  # what makes two runs a pair: the same draw of data, the same training seed
 
@@ -44,17 +45,16 @@ def _pairs(table: pd.DataFrame, value: str = "mean") -> pd.DataFrame:
 
 def _row_order(recalls: pd.DataFrame) -> list:
     """The rows present, zero-shot, CLIP-FT, EI-CLIP first, then any other in order of appearance."""
-    return [r for r in dict.fromkeys([ZERO_SHOT, FIRST, SECOND, *recalls["row"]]) if r in set(recalls["row"])]
+    return [r for r in dict.fromkeys([ZERO_SHOT, BASELINE, METHOD, *recalls["row"]]) if r in set(recalls["row"])]
 
 
 def recall_table(recalls: pd.DataFrame) -> pd.DataFrame:
-    """Per knob and row (in _row_order): mean recall, std over runs, n runs."""
+    """Per knob and row (in _row_order): mean_recall, its std over runs, n runs."""
     order = _row_order(recalls)
     table = (recalls.groupby(["confounding", "row"])["mean"].agg(["mean", "std", "count"]).reset_index()
-             .rename(columns={"mean": "mean R", "count": "n"}))
-    table = table.sort_values(["confounding", "row"], key=lambda s: s.map(order.index) if s.name == "row" else s,
-                              kind="stable").reset_index(drop=True)
-    return table.assign(row=table["row"].map(row_label))
+             .rename(columns={"mean": "mean_recall", "count": "n"}))
+    return table.sort_values(["confounding", "row"], key=lambda s: s.map(order.index) if s.name == "row" else s,
+                             kind="stable").reset_index(drop=True)
 
 
 def harm_table(recalls: pd.DataFrame) -> pd.DataFrame:
@@ -67,25 +67,26 @@ def harm_table(recalls: pd.DataFrame) -> pd.DataFrame:
         both = pd.concat([_pairs(runs[runs["confounding"] == low]), _pairs(runs[runs["confounding"] == high])],
                          axis=1, join="inner")
         s = paired(both.iloc[:, 1], both.iloc[:, 0])  # low - high
-        rows.append({"row": row_label(row), "low": low, "high": high, "harm": s["mean"], "std": s["std"],
+        rows.append({"row": row, "low": low, "high": high, "harm": s["mean"], "std": s["std"],
                      "n": s["n"], "p": s["p"]})
     return pd.DataFrame(rows)
 
 
 def _gain(runs: pd.DataFrame, value: str = "mean") -> dict:
     """EI-CLIP - CLIP-FT (paired) over the runs of one knob (and one query group)."""
-    both = pd.concat([_pairs(runs[runs["row"] == FIRST], value), _pairs(runs[runs["row"] == SECOND], value)],
+    both = pd.concat([_pairs(runs[runs["row"] == BASELINE], value), _pairs(runs[runs["row"] == METHOD], value)],
                      axis=1, join="inner")
     return paired(both.iloc[:, 0], both.iloc[:, 1])
 
 
 def gain_table(recalls: pd.DataFrame) -> pd.DataFrame:
-    """Per knob: EI-CLIP's paired gain over CLIP-FT (mean, std, n pairs, wins each way, t-test p)."""
+    """Per knob: EI-CLIP's paired gain over CLIP-FT (mean, std, n pairs, the pairs each wins: method_wins
+    and baseline_wins, t-test p)."""
     rows = []
     for x, runs in recalls.groupby("confounding"):
         s = _gain(runs)
         rows.append({"confounding": x, "gain": s["mean"], "std": s["std"], "n": s["n"],
-                     "EI-CLIP wins": s["wins"], "CLIP-FT wins": s["losses"], "p": s["p"]})
+                     "method_wins": s["wins"], "baseline_wins": s["losses"], "p": s["p"]})
     return pd.DataFrame(rows)
 
 

@@ -3,12 +3,14 @@
 UMAP (umap-learn) is imported once per process and always run with a fixed random_state and n_jobs=1,
 so the same seed draws the same picture. Its neighbours come from scikit-learn's exact search (a
 dependency of umap-learn), handed over as `precomputed_knn`: umap-learn's own exact search for small
-inputs is numba code compiled on first use (a fresh process's first fit: 33 s with it, 8 s without, on 2
-busy cores; smoke's dictionary cell went from 23 s to 20 s).
+inputs is numba code compiled on first use, in every fresh process.
 
-The rest of a first fit was umap-learn compiling its other numba kernels (`parallel=True`), 12 s in every
-process. `_umap_class` turns on numba's on-disk cache for them (what `@njit(cache=True)` does), so only
-the first process on an environment compiles; later ones load the machine code (first fit 0.5 s).
+umap-learn's other numba kernels (`parallel=True`) are compiled on first use too. `_umap_class` turns on
+numba's on-disk cache for them (what `@njit(cache=True)` does), so only the first process on an
+environment compiles them; later ones load the machine code.
+
+Tables come with field names and the models' row names (eiclip_core.protocols); a figure labels the rows
+it draws (eiclip_core.evaluation.results.row_label).
 """
 import sys
 import textwrap
@@ -19,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from eiclip_core.analysis.measures import unit_rows
+from eiclip_core.evaluation.results import row_label
 
 TYPE_COLOURS = dict(zip(("brand", "category", "subcategory", "composition", "season", "fit"),
                         ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
@@ -61,7 +63,7 @@ def umap_2d(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, metric: str = "
         return reducer.fit_transform(x).astype(np.float32)
 
 
-# general-word groups (analysis.GENERAL_WORD_GROUPS, in order): light colours and shapes of their own, so
+# general-word groups (analysis.measures.GENERAL_WORD_GROUPS, in order): light colours and shapes of their own, so
 # they read apart from the entity types' saturated circles and crosses; the group's words in a darker tone
 WORD_GROUP_STYLES = (("#f2a7d3", "o", "#b0307a"), ("#e5c494", "s", "#8a6a2a"), ("#b7c3e6", "^", "#3f5296"),
                      ("#9fd8c4", "D", "#23745a"), ("#cfcfcf", "v", "#666666"))
@@ -95,11 +97,12 @@ def dictionary_figure(d: dict, e: dict, values: dict, prone: dict, chosen: list,
 
     One UMAP of the union keeps the panels comparable: a value's move from left to right is the EALM's
     rectification. Points are coloured by type; confounding-prone values are drawn as crosses and the
-    chosen (type, index) values are named in both panels. `word_groups[j]` is the group of words[j]."""
+    chosen (type, index) values are named in both panels. word_emb: the general words' embeddings, rows of
+    unit length as those of d and e; `word_groups[j]` is the group of words[j]."""
     types = list(d)
     sizes = [len(d[t]) for t in types]
     xy = umap_2d(np.concatenate([np.concatenate([d[t] for t in types]), np.concatenate([e[t] for t in types]),
-                                 unit_rows(word_emb)]), seed=seed)
+                                 word_emb]), seed=seed)
     n = sum(sizes)
     starts = np.cumsum([0] + sizes)
     fig, axes = plt.subplots(1, 2, figsize=(16, 8), sharex=True, sharey=True)
@@ -124,8 +127,9 @@ def dictionary_figure(d: dict, e: dict, values: dict, prone: dict, chosen: list,
 
 
 def text_umap_figure(features: dict, labels: dict, seed: int = 0, top: int = 8):
-    """Rows = models, columns = entity types: UMAP of validation text features coloured by the value of
-    the type (the `top` most frequent values; the rest and missing in grey). One UMAP per model."""
+    """Rows = models (features keyed by row name), columns = entity types: UMAP of validation text features
+    coloured by the value of the type (the `top` most frequent values; the rest and missing in grey). One
+    UMAP per model."""
     models, types = list(features), list(labels)
     fig, axes = plt.subplots(len(models), len(types), figsize=(4.2 * len(types), 3.8 * len(models)),
                              squeeze=False)
@@ -141,7 +145,7 @@ def text_umap_figure(features: dict, labels: dict, seed: int = 0, top: int = 8):
             for j, v in enumerate(sorted(frequent)):
                 sel = (lab == v).to_numpy()
                 ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(j % 10), label=str(v)[:18])
-            ax.set_title(f"{m}: coloured by {t}")
+            ax.set_title(f"{row_label(m)}: coloured by {t}")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == len(models) - 1:
@@ -195,8 +199,9 @@ def attention_figure(examples: list, top: int = 8):
     return fig
 
 
-def probe_figure(table: pd.DataFrame):
-    """Bars: % of top-10 with the new value before and after the swap, per type and model (probe.run_probe)."""
+def probe_figure(table: pd.DataFrame, k: int = 10):
+    """Bars: % of the top k with the new value before and after the swap, per type and model (the summary of
+    eiclip_core.analysis.counterfactual_swap.run_probe, measured on the top k)."""
     types = list(dict.fromkeys(table["type"]))
     models = list(dict.fromkeys(table["model"]))
     fig, ax = plt.subplots(figsize=(2.6 * len(types) + 2, 4))
@@ -204,14 +209,14 @@ def probe_figure(table: pd.DataFrame):
     x = np.arange(len(types))
     for j, m in enumerate(models):
         sub = table[table["model"] == m].set_index("type").reindex(types)
-        for s, (col, hatch) in enumerate((("top-10 before %", "//"), ("top-10 after %", ""))):
+        for s, (col, hatch) in enumerate((("top_k_before_pct", "//"), ("top_k_after_pct", ""))):
             pos = x + (2 * j + s - len(models) + 0.5) * width
             ax.bar(pos, sub[col], width=width, color=f"C{j}", alpha=0.5 if s == 0 else 1.0, hatch=hatch,
-                   label=f"{m}, {'original query' if s == 0 else 'swapped query'}")
-    chance = table.drop_duplicates("type").set_index("type").reindex(types)["chance %"]
+                   label=f"{row_label(m)}, {'original query' if s == 0 else 'swapped query'}")
+    chance = table.drop_duplicates("type").set_index("type").reindex(types)["chance_pct"]
     ax.scatter(x, chance, marker="_", s=400, color="black", label="chance (share in the gallery)", zorder=3)
     ax.set_xticks(x, types)
-    ax.set_ylabel("% of top-10 with the new value")
+    ax.set_ylabel(f"% of top-{k} with the new value")
     ax.set_title("Counterfactual probe: swap one entity value in the query")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
@@ -224,8 +229,8 @@ def sweep_figure(recall: pd.DataFrame, gain: pd.DataFrame):
     No bar where there is one run (no spread)."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for j, (row, runs) in enumerate(recall.groupby("row", sort=False)):
-        ax1.errorbar(runs["confounding"] + (j - 1) * 0.01, runs["mean R"], yerr=runs["std"].fillna(0), marker="o",
-                     capsize=3, label=row)
+        ax1.errorbar(runs["confounding"] + (j - 1) * 0.01, runs["mean_recall"], yerr=runs["std"].fillna(0),
+                     marker="o", capsize=3, label=row_label(row))
     ax1.set_xlabel("generator confounding knob (0 = control)")
     ax1.set_ylabel("mean recall (%), full protocol")
     ax1.set_title("Retrieval on generated data (mean ± std over runs)")
