@@ -60,8 +60,9 @@ def load_analysed_runs(data_dir, seed: int, device) -> AnalysedRuns:
     models, embeddings = {}, {}
     for row in (BASELINE, METHOD):
         run = layout.run_dir(data_dir, row, seed)
-        if not (run / "final.pt").is_file():
-            raise KitError(f"{run}: run not finished (no final.pt); train it with notebook 03")
+        if not layout.run_finished(run):
+            raise KitError(f"{run}: run not finished (no {' / '.join(layout.FINISHED_RUN_FILES)}); "
+                           "train it with notebook 03")
         model, backbone, cfg = load_run(run, device)
         models[row] = model
         embeddings[row] = cached_embeddings(

@@ -91,7 +91,7 @@ def gain_table(recalls: pd.DataFrame) -> pd.DataFrame:
 
 
 def prone_gain_table(breakdown: pd.DataFrame) -> pd.DataFrame:
-    """Per knob, entity type and status (prone / not prone, evaluate.entity_breakdown): EI-CLIP's paired
+    """Per knob, entity type and status (prone / not prone, scoring.entity_breakdown): EI-CLIP's paired
     gain over CLIP-FT on those queries (mean over pairs, its std) and their number (mean over runs)."""
     rows = []
     for (x, t, status), runs in breakdown.groupby(["confounding", "type", "status"], sort=False):
