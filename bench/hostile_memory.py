@@ -5,7 +5,7 @@ it is the reading that must stay bounded: columns are read in pieces of at most 
 products' values are kept (here one product, all rows share id 0). For each N the bench writes the
 file, then runs `fashiongen.inspect(check_all=True)` in a fresh process and prints its peak RSS,
 beside the peak of the same process that only imports, and of one that reads one string column
-whole, as the reader did before (it held every string column whole at once). Goal: the kit's peak
+whole (what a reader holding its string columns whole would need for each). Goal: the kit's peak
 stays flat as N grows.
 
     python bench/hostile_memory.py                      # N = 1M, 4M, 16M rows

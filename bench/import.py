@@ -58,9 +58,9 @@ def _photo(task):
 def catalog(n: int, size: tuple, cache: Path, pool: int) -> tuple:
     """(table, images folder, mapping) of n generated products; generated once per (n, size, pool).
 
-    Only the first `pool` photos are rendered (in worker processes); product i >= pool gets a hard
-    link to photo i % pool: its own path, no extra disk, and 50k paths in seconds instead of the
-    ~25 min that rendering 50k photos took. The marker `done` is written last, so an interrupted
+    Only the first `pool` photos are rendered (in worker processes); product i >= pool gets a hard link
+    to photo i % pool: its own path, no extra disk, and no rendering beyond the pool, which is what a
+    large N would otherwise spend its time on. The marker `done` is written last, so an interrupted
     generation is redone rather than reused.
     """
     folder = cache / f"catalog-{n}-{size[0]}x{size[1]}-pool{pool}"

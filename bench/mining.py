@@ -6,7 +6,7 @@ Descriptions are synthetic but shaped like Fashion-Gen's (about 30 words of garm
 brand, category, material and fit mentions). The regex baseline compiles one case-insensitive
 pattern per surface form (word-bounded) and loops over them for every text; it is timed on the
 first --regex-n descriptions because it is far too slow for all of them, and its rate is per text,
-so the two rates compare directly. Goal (issue 3): at least 50k descriptions/s for the miner.
+so the two rates compare directly. Goal: at least 50k descriptions/s for the miner.
 Last, --memory-n descriptions are streamed through EntityMiner.iter_find and the resident memory is
 printed at each quarter: it should stay flat (the tokenizer cache is bounded, no Doc is kept).
 """

@@ -10,8 +10,8 @@ Peers, mirrored from their sources:
 - "topk-onehot": CLIP_benchmark metrics/zeroshot_retrieval: scores = text @ image.T (full N x N), a
   boolean N x N positive_pairs matrix, and per k and per batch of 64 queries (its default batch
   size) topk + one_hot(topk, N) * positives, summed; hit when > 0.
-- "floor": the bare similarity work of our former method (4096-query chunks @ candidates.T, a fresh
-  chunk each time, both directions, nothing else).
+- "floor": the bare similarity work of a chunked exact method (4096-query chunks @ candidates.T, a
+  fresh chunk each time, both directions, nothing else).
 - "pass": one plain pass of S = images @ texts.T in the tiles ours uses, into one reused buffer: the
   FLOPs any exact method that looks at every score must do. Its process also measures the square
   float32 matmul peak (GFLOP/s); "limit" = the pass's FLOPs (2 N_img N_txt d) at that peak, and
@@ -22,7 +22,7 @@ peak resident set (VmHWM, reset through /proc/self/clear_refs just before the me
 its resident set at that moment (embeddings already in memory). A method whose resident memory passes 90 % of the machine's available memory is stopped and
 said so. Times are wall-clock; the load average printed beside each line tells whether the machine
 was shared.
-Goal (issue 17) at N = 30k: ours within 1.5x the limit and under 1 GiB peak; at --large N, ours'
+Goal at N = 30k: ours within 1.5x the limit and under 1 GiB peak; at --large N, ours'
 peak within its bound (two float32 tiles, a fixed workspace, and per-query vectors).
 """
 import argparse
@@ -34,9 +34,9 @@ import time
 
 METHODS = ("pass", "floor", "ours", "topk-onehot", "argsort")
 KS = (1, 5, 10)
-FLOOR_CHUNK = 4096  # queries per chunk in our former method
+FLOOR_CHUNK = 4096  # queries per chunk of the floor's chunked method
 PEAK_SIZE = 2048  # the square matmul that measures the peak: 17 GFLOP, big enough for full speed
-# ours' memory beside its two float32 tiles (measured here: ~31 MiB at N = 3k, then ~270 B per query)
+# ours' memory beside its two float32 tiles: bounds with a margin over the peaks this bench prints
 WORKSPACE_BYTES = 48 * 2**20  # the GEMM's packing buffers and the counting's temporaries
 BYTES_PER_QUERY = 400  # per image or text query: positives, best scores, counts, sort orders
 

@@ -1,6 +1,6 @@
 """Training throughput on this machine: CLIP-FT vs EI-CLIP, our loop vs open_clip's, FLOP/s vs peak.
 
-    python bench/train_step.py                 # all figures (about 5 minutes on a 2-core CPU)
+    python bench/train_step.py                 # all figures (minutes on a 2-core CPU)
     python bench/train_step.py --steps 5 --skip-open-clip
 
 Prints:

@@ -55,8 +55,8 @@ def writable_dir(path) -> Path:
 
 def check_free_space(dest, n_bytes: int) -> None:
     """KitError when `dest`'s folder has less free space than `n_bytes` plus 1 MiB of HDF5 overhead.
-    Checked before writing HDF5 (synth, import-catalog) because HDF5 2.0 segfaults on closing a file whose writes met ENOSPC (tried on
-    a full tmpfs), so no exception would reach the command line."""
+    Checked before writing HDF5 (synth, import-catalog) because HDF5 2.0 segfaults on closing a file whose
+    writes met ENOSPC (a full tmpfs, for one), so no exception would reach the command line."""
     dest = Path(dest)
     folder = next(f for f in dest.absolute().parents if f.exists())  # dest's folder may not exist yet
     free = shutil.disk_usage(folder).free

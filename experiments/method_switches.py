@@ -7,7 +7,7 @@ switch of METHOD.md changed (sections 3 to 9); CLIP-FT is the reference. For eac
 validation mean recall per scored step, the gain over CLIP-FT at the last, and notebook 05's module
 readings (gates, attention against the prior, E_t against D_t) where the variant has those modules.
 
-    python experiments/method_switches.py                   # the default variants, about 16 min here
+    python experiments/method_switches.py                   # the default variants, each a quick-sized run
     python experiments/method_switches.py --variants rate-x1 rate-x10 default   # METHOD.md sec. 9's table
     python experiments/method_switches.py --profile smoke --variants default --out /tmp/switches-smoke
 """

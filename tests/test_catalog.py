@@ -288,7 +288,7 @@ def photo(path: Path, size=(300, 450), orientation=None) -> Path:
 
 
 def full_decode_square(path: Path, size: int) -> np.ndarray:
-    """The policy applied to the full-resolution decode (what square_image gave before draft mode)."""
+    """The policy applied to the full-resolution decode (square_image without Pillow's draft mode)."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im).convert("RGB")
         return np.asarray(ImageOps.pad(im, (size, size), method=Image.Resampling.BICUBIC, color=(255, 255, 255)))
@@ -334,7 +334,7 @@ def test_pool_results_match_the_one_process_loop_whatever_the_ring_size(tmp_path
 
 
 def test_import_does_not_load_torch(tmp_path):
-    # torch at the end of an import (the sample-100 warning) was a ~470 MiB peak of the importer
+    # importing torch for the sample-100 warning would raise the importer's peak memory by hundreds of MiB
     table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
     code = ("import sys; from eiclip_core.cli import main; "
             f"code = main(['import-catalog', {str(table)!r}, '--images', {str(images)!r}, '--map', {str(mapping)!r}, "
@@ -598,9 +598,9 @@ def test_mining_training_and_evaluation_run_on_an_imported_catalog(tmp_path):
 
 
 def test_disk_too_small_for_the_images_is_one_line_exit_2_and_nothing_written(tmp_path, monkeypatch, capsys):
-    """Checked before any HDF5 is opened: HDF5 that meets a full disk segfaults on closing the file (seen
-    on a full disk with bench/import.py: the error line, then exit -11), so no exception would reach the
-    command line. 10 products x 2 views of 32 x 32 x 3 need 61 kB; 1 kB is free."""
+    """Checked before any HDF5 is opened: HDF5 that meets a full disk segfaults on closing the file (the
+    error line, then exit -11), so no exception would reach the command line. 10 products x 2 views of
+    32 x 32 x 3 need 61 kB; 1 kB is free."""
     import shutil
 
     table, images, mapping = shop_catalog(tmp_path / "shop")

@@ -156,7 +156,7 @@ def open_files() -> int:
 
 def test_loader_does_not_leak_file_handles_across_epochs(smoke_data):
     """Each epoch's workers open the HDF5 file lazily and close it when they exit: the parent's
-    open files stay flat however many epochs run (issue 8, resources)."""
+    open files stay flat however many epochs run."""
     ds = TrainDataset(smoke_data["train"], seed=0)
     counts = []
     for epoch in range(4):

@@ -28,7 +28,7 @@ _MINER = None
 
 
 def miner() -> EntityMiner:
-    """One miner for the module (building it takes ~0.1 s; hypothesis calls it many times)."""
+    """One miner for the module (building it costs far more than a find; hypothesis calls it many times)."""
     global _MINER
     if _MINER is None:
         _MINER = EntityMiner(VOCAB)

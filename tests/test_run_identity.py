@@ -1,4 +1,4 @@
-"""Run identity (issue 16): a finished run is reused only for the same config and the same inputs, a
+"""Run identity: a finished run is reused only for the same config and the same inputs, a
 run directory is trained in by one process at a time, a resume point must come from the same config,
 done.json names the checkpoint resumed from, and an empty `--resume latest` says it starts over."""
 import json

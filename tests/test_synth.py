@@ -318,12 +318,12 @@ SMOKE = dict(profile="smoke", seed=0, confounding=0.8, image_size=64)  # the smo
 
 
 def _leftovers(folder):
-    """Temporary files and folders of a synth run (the old and the new names)."""
+    """Temporary files and folders of a synth run: atomic writes' .tmp files and generate's .partial folders."""
     return sorted(p.name for p in Path(folder).glob(".*") if p.name.endswith((".tmp", ".partial")))
 
 
 def test_killed_synth_leaves_a_set_that_is_not_reused_and_is_cleaned_up(tmp_path, smoke_data):
-    """Issue 16 item 2: SIGKILL `synth --seed 7` over a seed-0 set once the validation file is being
+    """SIGKILL `synth --seed 7` over a seed-0 set once the validation file is being
     written; the set must not be taken for the complete seed-0 draw, and the next run regenerates it
     and removes what the killed run left."""
     out = tmp_path / "q"

@@ -1,4 +1,4 @@
-"""Training that can be read (issue 14): validation recall in log.csv every `eval_every` steps, which
+"""Training that can be read: validation recall in log.csv every `eval_every` steps, which
 leaves the training numbers and the resume behaviour alone, and the lr of the modules EI-CLIP adds."""
 import csv
 import json
@@ -72,7 +72,7 @@ def test_evaluation_leaves_losses_and_weights_bit_identical(scored, data, tmp_pa
     """Same run with eval_every=0: the same losses, lr and logit scale at every step and the same weights,
     so scoring drew nothing from the global RNG and left the model as it was (train mode included)."""
     plain = train(evaluating(data, tmp_path / "plain", eval_every=0), progress=False)
-    assert list(read_log(plain)[0]) == LOG_FIELDS  # a run that does not score keeps the log it always had
+    assert list(read_log(plain)[0]) == LOG_FIELDS  # a run that does not score logs the training columns alone
     assert numbers(read_log(plain)) == [{k: r[k] for k in LOG_FIELDS if k != "samples_per_s"}
                                         for r in read_log(scored)]
     assert_same_weights(final_state(scored), final_state(plain))

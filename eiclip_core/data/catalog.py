@@ -293,7 +293,7 @@ def extract_products(table: pd.DataFrame, mapping: Mapping, images_dir: Path, po
 
     row_problems = dict(row_problems or {})
     root = os.path.abspath(images_dir)
-    n_rows, table = len(table), dict(table.items())  # column -> Series: a frame lookup per cell cost ~70 us
+    n_rows, table = len(table), dict(table.items())  # column -> Series: a frame lookup per cell is far slower
     by_id, problems = {}, {}  # source id -> Product; source id -> (row, problem) of its first problem
     for i in tqdm(range(n_rows), desc="check rows", unit="row", leave=False):
         row = i + 1

@@ -1,13 +1,13 @@
 """Read a Fashion-Gen HDF5 file (real or generated) as products: metadata table + single-row images.
 
 The real files (see FASHIONGEN.md) hold one row per image; the rows of a product are contiguous.
-This reader reads the metadata columns once, in pieces of at most h5file.READ_BYTES (32k validation
-rows in well under a second), keeping only each product's first-row values, so its memory grows
-with the number of products, never with what a file declares. It decodes strings as latin-1 (UTF-8
-with errors ignored silently drops accents: "appliqué" -> "appliqu"), groups rows into products,
-and keeps no HDF5 handle open afterwards: images are read one row at a time through a handle
-opened lazily in each process, because an h5py handle must not cross a fork (DataLoader workers)
-and fancy indexing on the image array is 10 to 150 times slower.
+This reader reads the metadata columns once, in pieces of at most h5file.READ_BYTES, keeping only
+each product's first-row values, so its memory grows with the number of products, never with what a
+file declares. It decodes strings as latin-1 (UTF-8 with errors ignored silently drops accents:
+"appliqué" -> "appliqu"), groups rows into products, and keeps no HDF5 handle open afterwards:
+images are read one row at a time through a handle opened lazily in each process, because an h5py
+handle must not cross a fork (DataLoader workers) and fancy indexing on the image array is far
+slower (bench/loader.py compares the two).
 
 Every problem a user can fix (unreadable, truncated or corrupt file, missing key, wrong dtype or
 shape, a dataset declaring more than the file stores, a product split across the file, empty text,
@@ -286,7 +286,7 @@ class FashionGen:
 
     def _image_dataset(self):
         # one handle per process: DataLoader workers (fork) must not share the parent's handle.
-        # The dataset object is kept too: looking it up by name costs ~20x a 64 px row read.
+        # The dataset object is kept too: looking it up by name costs more than reading a small row.
         if self._file is None or self._pid != os.getpid():
             self._file, self._pid = open_h5(self.path), os.getpid()
             self._images = self._file[IMAGE_KEY]

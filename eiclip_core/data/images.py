@@ -3,12 +3,12 @@
 Decoding a photograph costs far more than writing its pixels, so images are decoded in a pool of
 processes (`load_products`), one task per product (all its views), results in task order. The
 workers write the pixels into a ring of image slots in shared memory and send back only which slots:
-sending a 256 x 256 x 3 array through the pool's pipe cost each side about 1 ms per image (pickle,
-64 KiB pipe writes, copies on both ends), a quarter of the decode itself, and the parent's share of
-it is what keeps 2 processes from being twice as fast as one on 2 cores. The ring also bounds the
-work in flight: a product is handed to a worker only when slots are free, so memory stays flat
-however large the catalog and however slow the writer (Pool.imap alone would queue every result of
-a slow consumer).
+sending a 256 x 256 x 3 array through the pool's pipe costs each side a pickle, 64 KiB pipe writes
+and copies on both ends, a sizeable share of the decode itself, and the parent's share of it is what
+keeps 2 processes from being twice as fast as one on 2 cores (bench/import.py prints each process's
+CPU per image). The ring also bounds the work in flight: a product is handed to a worker only when
+slots are free, so memory stays flat however large the catalog and however slow the writer
+(Pool.imap alone would queue every result of a slow consumer).
 
 Each image is turned the way the real Fashion-Gen 256 x 256 images look: EXIF rotation applied,
 transparency flattened on white, scaled so its longer side is P pixels (up or down), and centred on a
@@ -177,8 +177,7 @@ def load_products(tasks, processes: int = 1, chunksize: int = 16, in_flight: int
     processes=1 decodes in this process (the plain loop that bench/import.py compares against);
     more uses a pool of forked workers with at most `in_flight` images (or one product's, if more)
     decoded ahead, handed out `chunksize` products a message (16 rather than 4: a quarter of the pool's
-    messages; with the writer's uncached chunk writes, the parent's CPU per image went from 0.95 to 0.67 ms
-    at 10k, bench/import.py).
+    messages, and so less of the parent's CPU per image, which bench/import.py prints).
     A result's `images` are valid until the next result is asked for (the consumer copies them, as
     FashionGenWriter.add does).
     """

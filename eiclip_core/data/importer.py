@@ -36,7 +36,7 @@ from eiclip_core.data.writer import open_writer
 from eiclip_core.errors import KitError
 from eiclip_core.io import check_free_space, write_json, write_text
 from eiclip_core.layout import SPLITS
-from eiclip_core.protocols import sample100_unmeasurable  # torch-free: ~470 MiB less at the end of the run
+from eiclip_core.protocols import sample100_unmeasurable  # torch-free: the importer never loads torch
 from eiclip_core.data.product_text import product_text
 
 _OCCUPIED = ("train.h5", "validation.h5", "entities.json", "runs")  # another data set lives here

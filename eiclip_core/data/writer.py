@@ -42,7 +42,8 @@ def open_writer(dest, image_size: int, buffer_rows: int = 64):
     with atomic_path(dest) as tmp:
         # fixed creation properties and no timestamps: the same products give the same bytes
         # no chunk cache (rdcc_nbytes=0): each image is one whole chunk, written from the buffer without a
-        # copy through HDF5's cache; what HDF5 still keeps, the chunk index's metadata, stops growing at ~16 MB
+        # copy through HDF5's cache; what HDF5 still keeps, the chunk index's metadata, levels off
+        # (bench/import.py prints the parent's memory through a run)
         with (h5py.File(tmp, "w", libver="earliest", track_order=False, rdcc_nbytes=0) as f,
               _TextSpill(TEXT_KEYS.values(), Path(tmp).parent) as spill):
             writer = FashionGenWriter(f, image_size, spill, buffer_rows)

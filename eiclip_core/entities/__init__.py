@@ -6,7 +6,7 @@
     mine.py      mine_dataset and the `eiclip mine` command
 
 The names below are imported on first use (PEP 562): reading an artifact, which every training,
-evaluation and notebook kernel does, then does not pay for importing spaCy (about 1 s of each kernel).
+evaluation and notebook kernel does, then does not pay for importing spaCy (a slow import, in every kernel).
 """
 import importlib
 

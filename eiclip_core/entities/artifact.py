@@ -99,7 +99,7 @@ def write_artifact(path, content: dict) -> EntityArtifact:
     content = {"version": ARTIFACT_VERSION, **{k: v for k, v in content.items() if k not in ("version", "id")}}
     content["id"] = content_id(content)
     _validate(content, path)
-    write_json(path, content, indent=None)  # compact: mention lists make indented JSON ~3x larger
+    write_json(path, content, indent=None)  # compact: indented mention lists would take several times the space
     return EntityArtifact(content, path)
 
 

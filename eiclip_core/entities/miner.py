@@ -86,7 +86,8 @@ class EntityMiner:
         self.nlp.max_length = 10**9  # only the tokenizer runs; long texts cost linear time, no model memory
         # The tokenizer caches the pieces of each whitespace-separated chunk, but stops caching once
         # it holds max_cache_size chunks (default 10k): the patterns alone fill that, after which every
-        # word is re-split with regexes (3-5x slower). A larger, still bounded, cache keeps memory flat.
+        # word is re-split with regexes, several times slower (bench/mining.py measures the miner's rate).
+        # A larger, still bounded, cache keeps memory flat.
         self.nlp.tokenizer.max_cache_size = cache_size
         # Whitespace special cases ("\n" -> "\n") give the tokens the plain rules give, but any special
         # case stops the tokenizer caching the rest of its Doc, and _find_batch joins texts by newlines.
@@ -131,7 +132,7 @@ class EntityMiner:
         # Fit. Standalone words ("oversized") and glued forms ("slimfit") are fits by themselves: the
         # PhraseMatcher finds them (key _FIT_DIRECT). The other fit words (key _FIT_CONTEXT) need a
         # context, checked by token Matcher patterns on the few tokens that follow them (the Matcher
-        # tests every pattern at every token, so running it on whole texts would cost ~5x more).
+        # tests every pattern at every token, so running it on whole texts would cost several times more).
         # The blank tokenizer splits "slim-fit" into "slim", "-", "fit".
         self.fit_words = tuple(w.lower() for w in fit_words)
         standalone = [w.lower() for w in standalone_fit if w.lower() in self.fit_words]

@@ -7,9 +7,8 @@ of (up to PROBE_FIT_PRODUCTS) training products and reports its accuracy on ever
 beside the majority-class baseline.
 
 The probe is fitted on the training split, not on half of the validation split: with 40 brands, 300
-validation products leave a handful of examples per brand, and such a probe reads a visible mark as
-invisible (on quick: brand 13 % on half the validation products, 43 % fitted on the training split,
-against an 11 % majority baseline, for the same CLIP-FT features).
+validation products leave a handful of examples per brand, too few to fit on, and such a probe reads
+a visible mark as invisible (near the majority baseline) where one fitted on the training split reads it.
 """
 import contextlib
 
@@ -27,7 +26,7 @@ PROBE_FIT_PRODUCTS = 2000  # training products the probe is fitted on: ~50 per b
 @contextlib.contextmanager
 def one_thread():
     """Torch on one thread for the block: a probe's matrices are small, and with 2 threads each of LBFGS's
-    many tiny steps pays a thread hand-off (measured on 2 cores: 0.2 s on one thread, 12 s on two)."""
+    many tiny steps pays a thread hand-off, which costs far more than the step itself."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -51,8 +50,7 @@ def probe_accuracy(fit_x: np.ndarray, fit_y: np.ndarray, test_x: np.ndarray, tes
     torch.manual_seed(0)
     head = torch.nn.Linear(x.shape[1], len(classes))
     # a history of 10 pairs, scipy's L-BFGS-B default, not torch's 100: each step's direction loops over the
-    # history in small tensor ops, and 100 pairs cost 2.2x the time for the same accuracies on smoke
-    # (within 0.2 points on quick)
+    # history in small tensor ops, so a longer history costs time a probe this small does not win back
     optimizer = torch.optim.LBFGS(head.parameters(), max_iter=steps, history_size=10, line_search_fn="strong_wolfe")
 
     def closure():

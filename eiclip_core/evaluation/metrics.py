@@ -40,9 +40,10 @@ from eiclip_core.errors import KitError
 KS = (1, 5, 10)
 NORM_TOLERANCE = 1e-2  # fp16/bf16 encoders give norms within a few 1e-3 of 1 after normalising
 # One tile of S. CPU: the tile, its comparisons and the text block stay in a 32 MiB L3 (counting a
-# tile that spills to memory measured ~3x slower); CUDA: big tiles keep kernel launches few.
+# tile that spills to memory is several times slower); CUDA: big tiles keep kernel launches few.
+# bench/retrieval.py times the tiled pass against the machine's matmul peak.
 TILE_BYTES = {"cpu": 8 * 2**20, "cuda": 256 * 2**20}
-TILE_ROWS = 1024  # most image rows per tile (chunk_size): ~1024 x 2048 tiles ran the GEMM near its peak here
+TILE_ROWS = 1024  # most image rows per tile (chunk_size): ~1024 x 2048 tiles keep the GEMM near its peak
 PAIR_GROUP = 256  # pairs per GEMM in step 1: big enough for the GEMM kernel the pass itself uses
 
 
@@ -124,7 +125,8 @@ def count_beaten(scores, pos_idx, cand_index, rows_per_pass: int = 256):
     best = pos_scores.max(dim=1).values  # (B,)
     # the best positive's index: lowest index among positives scoring `best`
     best_idx = torch.where(pos_scores == best[:, None], pos_idx, scores.shape[1]).min(dim=1).values
-    # Counting a mask as float32 is ~2x faster than an integer sum on CPU, and exact below 2^24.
+    # Counting a mask as float32 is faster than an integer sum on CPU (ATen vectorises a comparison into the
+    # inputs' dtype), and exact below 2^24.
     count_dtype = torch.float32 if scores.shape[1] < 2 ** 24 else torch.float64
     above = torch.empty(len(scores), dtype=count_dtype, device=scores.device)
     equal = torch.empty_like(above)
@@ -215,8 +217,8 @@ def _by_tile(major, minor, n_minor, n_keys):
 def _pair_scores(img, txt, rows, cols, group=PAIR_GROUP) -> torch.Tensor:
     """Each pair's score, read off the diagonal of (group x group) GEMMs.
 
-    Why a GEMM rather than a row-wise dot product: dot kernels round differently from the GEMM the
-    pass uses in most entries (75-90 % measured with MKL), so nearly every query would be recounted.
+    Why a GEMM rather than a row-wise dot product: dot kernels (MKL's, for one) round most entries
+    differently from the GEMM the pass uses, so nearly every query would be recounted.
     The last group is shifted back, so every GEMM has the same shape.
     """
     out = torch.empty(len(rows), device=img.device)

@@ -32,7 +32,7 @@ _UMAP = None
 def _umap_class():
     """umap.UMAP, imported once per process, with numba's disk cache on for umap-learn's kernels. The cache
     lives where numba puts that of `cache=True` functions (umap's __pycache__, else NUMBA_CACHE_DIR or the
-    user's cache); where none is writable the kernels are compiled as before."""
+    user's cache); where none is writable the kernels are compiled in every process."""
     global _UMAP
     if _UMAP is None:
         import umap

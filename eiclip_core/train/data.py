@@ -1,4 +1,4 @@
-"""The training split as train.py's loop reads it: one contrastive batch per optimiser step (or
+"""The training split as the training loop (loop.py) reads it: one contrastive batch per optimiser step (or
 accum_steps micro-batches), in an order fixed by (seed, epoch) so that a resumed run and N processes
 see what one uninterrupted process sees; and the validation split it scores (eiclip_core.train.validation)."""
 from dataclasses import dataclass

@@ -19,7 +19,7 @@ Validation recall in log.csv every N steps (full protocol, rank 0; eiclip_core/t
     eiclip train ... --val data/smoke/validation.h5 --eval-every 2
 
 The run directory (config.json, log.csv, checkpoints/, final.pt, done.json) is run_directory.py's;
-the training split as the loop reads it is training_data.py's.
+the training split as the loop reads it is data.py's.
 Recipe defaults follow METHOD.md section 9 (AdamW, cosine with warm-up, mixed precision on GPU).
 `RunState` holds what a run changes and a checkpoint stores; `train_step` is one optimiser step;
 `train_loop` reads top to bottom: epochs of steps, a log row per step, checkpoints.
@@ -84,7 +84,8 @@ def param_groups(model: EICLIP, weight_decay: float, lr: float, new_module_lr_sc
 
 
 def autocast_dtype(precision: str, device: torch.device):
-    """None = fp32. CPU always trains in fp32 (bf16 autocast on CPU is slower here, fp16 unsupported)."""
+    """None = fp32. CPU always trains in fp32 (bf16 autocast is slower than fp32 on CPUs without native bf16
+    arithmetic; fp16 autocast is unsupported on CPU)."""
     if device.type != "cuda":
         if precision not in ("auto", "fp32"):
             raise KitError(f"train config: precision={precision!r} needs a CUDA device (CPU trains in fp32)")

@@ -33,7 +33,7 @@ VAL_FIELDS = [f"val_{k}" for k in metric_keys()]  # validation recall (eiclip_co
 
 def log_fields(config: dict) -> list:
     """The columns of a run's log.csv: the validation recalls only for a run that evaluates (a run
-    without them keeps the log it always had)."""
+    that does not has the training columns, LOG_FIELDS, alone)."""
     return LOG_FIELDS + VAL_FIELDS if config.get("eval_every") else LOG_FIELDS
 
 
