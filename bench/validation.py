@@ -1,4 +1,4 @@
-"""Cost of the validation during training (issue 14): one full-protocol evaluation of the validation
+"""Cost of the validation during training: one full-protocol evaluation of the validation
 split with the model being trained (eiclip_core.train.validation) against one training step, same row.
 
     python bench/validation.py --data-dir data/quick          # quick size: 600 validation products, batch 64

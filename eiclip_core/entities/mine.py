@@ -139,7 +139,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-pieces", type=int, default=4,
                         help="a value split into at least this many tokenizer pieces is confounding-prone")
     parser.add_argument("--processes", type=int, default=1,
-                        help="mining processes (forked; 2 on a 2-core machine mines about 1.6x faster)")
+                        help="mining processes (forked; bench/mining.py measures the rate)")
 
 
 def run(args) -> int:
