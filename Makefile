@@ -1,5 +1,6 @@
 # The kit's two commands are `make reproduce` and `make test`; both build the environment first
 # when it is missing or stale. VENV may point anywhere (.ci/run points it at a cache outside the clone).
+# For the edit-test loop: `make test-fast` (the unit tests not marked slow) and `make lint` (the import layers).
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
@@ -25,7 +26,7 @@ NBVAL := TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider --nbval --nbval-c
 	--nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg
 SMOKE_REPORTS := $(sort $(wildcard reports/smoke/0*.ipynb))
 
-.PHONY: env reproduce test test-unit test-notebooks references lab bench clean-env
+.PHONY: env reproduce test test-unit test-fast test-notebooks lint references lab bench clean-env
 
 env: $(PROJECT_STAMP)
 
@@ -50,6 +51,15 @@ test: test-unit test-notebooks
 
 test-unit: env
 	$(PY) -m pytest -q -m "not notebooks" tests
+
+# test-unit without the tests marked slow (most training and pretraining runs, subprocess pipelines, long property
+# and fault-injection tests); `make test` runs them.
+test-fast: env
+	$(PY) -m pytest -q -m "not slow and not notebooks" tests
+
+# The layers declared in .importlinter; tests/test_layers.py runs the same check among the unit tests.
+lint: env
+	$(VENV)/bin/lint-imports --no-cache
 
 # The re-executed reports rewrite their figures and results in reports/smoke/; the committed
 # references are put back afterwards, so a test run leaves the working tree as it found it.

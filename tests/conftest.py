@@ -126,4 +126,4 @@ def read_only(monkeypatch):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "notebooks: reads a fresh smoke run's records (make test-notebooks runs it "
-                                       "after nbval; `make test-unit` leaves it out)")
+                                       "after nbval; `make test-unit` and `make test-fast` leave it out)")

@@ -163,6 +163,7 @@ def test_property_a_text_gets_the_same_mentions_whatever_its_batch(texts):
     assert miner().find(texts) == [miner().find([t])[0] for t in texts]
 
 
+@pytest.mark.slow  # 150 drawn texts, a blank spaCy pipeline built for each
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_TEXTS)
 def test_property_tokens_are_those_of_blank_english(text):

@@ -69,6 +69,7 @@ def test_umap_same_seed_same_coordinates():
     assert not np.array_equal(a, figures.umap_2d(x, seed=4))
 
 
+@pytest.mark.slow  # UMAP again in a new process
 def test_umap_kernels_are_cached_on_disk_and_a_new_process_draws_the_same_map(tmp_path):
     """umap-learn's numba kernels are compiled once per environment, not once per process: after a fit
     their machine code is in numba's cache, and a fresh process (which loads it) draws the same map."""

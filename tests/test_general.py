@@ -44,6 +44,7 @@ def test_captions_name_what_the_image_shows_and_never_a_brand_mark():
     assert not any(w in c for c in corpus.captions for w in ("brand", "logo", "mark"))
 
 
+@pytest.mark.slow  # a pretraining run
 def test_pretrain_writes_weights_with_a_manifest_and_reuses_them(tmp_path, monkeypatch):
     weights = tmp_path / "w.pt"
     manifest = make_weights(TINY, weights, progress=False)
@@ -59,6 +60,7 @@ def test_pretrain_writes_weights_with_a_manifest_and_reuses_them(tmp_path, monke
     assert make_weights(TINY, weights, progress=False) == manifest
 
 
+@pytest.mark.slow  # a pretraining run
 def test_pretraining_changes_only_the_image_tower_the_projection_and_the_scale(tmp_path):
     make_weights(TINY, tmp_path / "w.pt", progress=False)
     from eiclip_core.model.checkpoint import load_checkpoint
@@ -89,6 +91,7 @@ def test_missing_or_damaged_default_weights_is_one_clear_line(tmp_path, monkeypa
         load_backbone("eiclip-tiny")
 
 
+@pytest.mark.slow  # two pretraining runs
 def test_pretraining_twice_on_this_machine_is_bit_identical(tmp_path):
     """Bit-exactness is a property of one machine: the same config made twice here gives the same bytes."""
     from eiclip_core.model.checkpoint import checkpoint_id

@@ -74,6 +74,7 @@ def _limit_memory():  # private memory (numpy arrays, malloc) of the child cappe
     resource.setrlimit(resource.RLIMIT_DATA, (2 << 30, 2 << 30))
 
 
+@pytest.mark.slow  # two CLI processes under a memory cap
 def test_memory_bomb_stays_bounded_under_a_memory_cap(tmp_path, write_fashiongen_h5):
     """check-data and mine on the bomb, in processes that may not allocate more than 2 GiB (one
     column of 10^9 int64 is 8 GB): one line and exit 2, never a MemoryError."""

@@ -222,6 +222,7 @@ def test_examples_never_claim_a_winner_by_chance(a, b):
     assert ("wins more of them" in line and "neither" not in line) == (sign_test(a, b) < readings.SIGNIFICANCE)
 
 
+@pytest.mark.slow  # 100 drawn sweeps, each t-tested
 @pytest.mark.filterwarnings("ignore:Precision loss")  # scipy, on drawn gains that differ by ~1e-300
 @given(st.lists(st.floats(-5, 5), min_size=1, max_size=6))
 def test_sweep_never_claims_a_gain_beyond_the_spread_without_the_paired_test(gains):

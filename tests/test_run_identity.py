@@ -55,6 +55,7 @@ def test_a_run_is_done_only_with_its_config_model_and_done_record(tmp_path):
     assert not run.is_done(record)
 
 
+@pytest.mark.slow  # a training run and the entities mined again
 def test_finished_run_from_other_inputs_is_refused_not_reused(smoke, tmp_path):
     from eiclip_core.entities import load_artifact, mine_dataset
 
@@ -82,6 +83,7 @@ def test_finished_run_from_other_inputs_is_refused_not_reused(smoke, tmp_path):
     assert (run / "final.pt").stat().st_mtime_ns == stamp  # refused: nothing trained over it
 
 
+@pytest.mark.slow  # two trainer processes
 def test_second_process_on_a_locked_run_directory_gets_one_line(smoke, tmp_path):
     cfg = cfg_for(smoke, tmp_path / "run")
     args = [sys.executable, "-m", "eiclip_core.train", "--no-progress", "--train", cfg.train,
@@ -98,6 +100,7 @@ def test_second_process_on_a_locked_run_directory_gets_one_line(smoke, tmp_path)
         pass
 
 
+@pytest.mark.slow  # two 2-step training runs
 def test_resume_from_another_config_is_refused_and_done_names_the_checkpoint(smoke, tmp_path):
     base = train(cfg_for(smoke, tmp_path / "base", max_steps=2, checkpoint_every=1), progress=False)
     step_1 = base / "checkpoints" / "step_1.pt"

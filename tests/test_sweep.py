@@ -81,7 +81,7 @@ def _no_training(*args, **kwargs):
     raise AssertionError("the sweep trained a run again")
 
 
-@pytest.mark.slow  # about 70 s on 2 busy cores (eight real 1-step runs, two of them trained twice, and their evaluation)
+@pytest.mark.slow  # eight real 1-step runs, two of them trained twice, and their evaluation
 def test_runs_are_distinct_reused_and_only_a_missing_one_is_retrained(tmp_path, monkeypatch):
     import eiclip_core.train.loop
 

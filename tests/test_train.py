@@ -150,6 +150,7 @@ def run_a(data, tmp_path_factory):
     return train(cfg_for(data, out, checkpoint_every=1), progress=False)
 
 
+@pytest.mark.slow  # uses run_a, a real training run
 def test_run_directory_and_safe_loading(run_a, data):
     saved = json.loads((run_a / "config.json").read_text())
     from eiclip_core.entities import load_artifact
@@ -171,6 +172,7 @@ def test_run_directory_and_safe_loading(run_a, data):
     assert gates.shape == (1, 6)
 
 
+@pytest.mark.slow  # run_a and three more training runs
 def test_same_seed_same_weights_and_finished_run_is_reused(run_a, data, tmp_path):
     b = train(cfg_for(data, tmp_path / "b", checkpoint_every=1), progress=False)
     assert_same_weights(final_state(run_a), final_state(b))
@@ -190,6 +192,7 @@ def test_zero_shot_is_the_backbone(data):
         assert torch.equal(model.encode_text(tokens), backbone.model.encode_text(tokens, normalize=True))
 
 
+@pytest.mark.slow  # a training run, poisoned at its second step
 def test_nan_loss_stops_with_step_products_and_checkpoint(data, tmp_path, monkeypatch):
     forward = T.EICLIPLoss.forward
     calls = {"n": 0}
@@ -216,6 +219,7 @@ def prepared(data, cfg):
     return T.prepare(cfg, load_artifact(cfg.entities), DistInfo())
 
 
+@pytest.mark.slow  # uses run_a, a real training run
 def test_train_step_is_the_loops_first_step_bit_for_bit(run_a, data):
     cfg = cfg_for(data, run_a, checkpoint_every=1)
     state, training, loss_fn = prepared(data, cfg)
@@ -227,6 +231,7 @@ def test_train_step_is_the_loops_first_step_bit_for_bit(run_a, data):
     assert checksum(state.payload(cfg, world_size=1)) == checksum(load_checkpoint(run_a / "checkpoints" / "step_1.pt"))
 
 
+@pytest.mark.slow  # four training steps on one batch of the smoke model
 def test_train_step_lowers_the_loss_on_a_fixed_batch_and_stops_on_a_non_finite_one(data, tmp_path):
     cfg = cfg_for(data, tmp_path / "fixed", lr=1e-4, warmup_steps=0, max_steps=10, grad_clip=0.0)
     state, training, loss_fn = prepared(data, cfg)
