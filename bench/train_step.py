@@ -29,7 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import eiclip_core  # noqa: F401  (offline environment)
 from eiclip_core.model.backbone import load_backbone
 from eiclip_core.model.loss import EICLIPLoss
-from eiclip_core.model.eiclip import build_eiclip, get_row
+from eiclip_core.model.config import get_row
+from eiclip_core.model.eiclip import build_eiclip
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,8 @@ import eiclip_core  # noqa: F401
 from eiclip_core.model.backbone import load_backbone
 from eiclip_core.errors import KitError
 from eiclip_core.model.loss import EICLIPLoss, entity_loss
-from eiclip_core.model.eiclip import ROWS, EIConfig, build_dictionaries, build_eiclip, get_row, prompt_texts
+from eiclip_core.model.config import ROWS, EIConfig, get_row
+from eiclip_core.model.eiclip import build_dictionaries, build_eiclip, prompt_texts
 
 TEXTS = ["black diesel bomber. relaxed-fit cotton jacket", "canada goose parka in navy", "slim fit tops by arrow",
          "wool blend trousers, tailored"]

@@ -42,7 +42,8 @@ def not_measured(profile, data_dir) -> dict:
 
 def backbone_model(backbone):
     """The backbone as an EICLIP with no module switched on: exactly the backbone's features."""
-    from eiclip_core.model.eiclip import EICLIP, get_row
+    from eiclip_core.model.config import get_row
+    from eiclip_core.model.eiclip import EICLIP
 
     return EICLIP(backbone.model, {}, {}, get_row("clip-ft")).eval()
 

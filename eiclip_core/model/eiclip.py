@@ -7,68 +7,19 @@
     h'  = h + W_o sum_t g_t c_t                     W_o = 0 at init: step 0 is exactly the backbone
     L   = L_itc(normalise(v), normalise(h')) + lambda_ent L_ent     sections 6 and 7
 
-The rows of the section-8 ablation table are `ROWS`, values of one config dataclass, not code forks.
+Every switch is a field of `EIConfig` and the rows of the section-8 ablation table are `ROWS`, its values
+(both in eiclip_core.model.config), not code forks.
 Layout after x-clip: helpers, building blocks, the main class, the dictionaries.
 """
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from eiclip_core.model.checkpoint import checksum
-from eiclip_core.model.config import KitConfig
+from eiclip_core.model.config import EIConfig
 from eiclip_core.errors import KitError
-
-# ---------------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class EIConfig(KitConfig):
-    """Every [kit] choice of METHOD.md as one switch; the comment names the section it implements."""
-
-    label = "model config"
-
-    intervention: bool = True  # sec. 4-5: backdoor adjustment on/off (off = CLIP-FT / EALM only)
-    selection: str = "soft"  # sec. 5 CESM gates: "soft" sigmoid | "hard" Gumbel top-k (straight-through) | "all" (g = 1)
-    top_k: int = 2  # sec. 5: types kept by the hard gates
-    gumbel_tau: float = 1.0  # sec. 5: temperature of the Gumbel-sigmoid relaxation
-    side: str = "text"  # sec. 5: "text" (the paper's subject) | "image" (same module on the image feature)
-    attn_dim: int = 64  # sec. 4: d_k of the query / key projections
-    ealm: bool = True  # sec. 6: learnable E_t (from D_t) + L_ent; off = frozen D_t and no L_ent
-    tau_e: float = 0.07  # sec. 6: initial entity temperature (learnable, clamped like CLIP's at 1/100)
-    lambda_ent: float = 0.5  # sec. 7: weight of L_ent
-    prompt: str = "bare"  # sec. 3: dictionary prompt, "bare" value | "typed" = "{type}: {value}"
-
-    def checks(self) -> dict:
-        return {
-            "selection": self.selection in ("soft", "hard", "all"),
-            "side": self.side in ("text", "image"),
-            "prompt": self.prompt in ("bare", "typed"),
-            "top_k": self.top_k >= 1,
-            "gumbel_tau": self.gumbel_tau > 0,
-            "attn_dim": self.attn_dim >= 1,
-            "tau_e": 0 < self.tau_e <= 1,
-            "lambda_ent": self.lambda_ent >= 0,
-        }
-
-
-# METHOD.md section 8; "zero-shot" is the untrained backbone (see loading.zero_shot), not a training row.
-ROWS = {
-    "clip-ft": EIConfig(intervention=False, ealm=False),
-    "intervention-all": EIConfig(intervention=True, selection="all", ealm=False),
-    "cesm": EIConfig(intervention=True, selection="soft", ealm=False),
-    "ealm-only": EIConfig(intervention=False, ealm=True),
-    "ei-clip": EIConfig(intervention=True, selection="soft", ealm=True),
-}
-
-
-def get_row(name: str) -> EIConfig:
-    if name not in ROWS:
-        raise KitError(f"row {name!r}: unknown row (choose from {', '.join(ROWS)})")
-    return EIConfig(**ROWS[name].to_dict())
-
 
 # --------------------------------------------------------------------------------------------- helpers
 
