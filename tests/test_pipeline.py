@@ -58,7 +58,7 @@ def test_failing_notebook_is_named_and_reports_are_restored(tmp_path):
 def _run_in(folder, source, reports):
     """run_notebook with the kernel's working folder (normally the project root) set to `folder`."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(pipeline, "PROJECT_ROOT", folder)
+        mp.setattr(reproduce, "PROJECT_ROOT", folder)
         reproduce.run_notebook(source, {"x": 7}, reports)
 
 

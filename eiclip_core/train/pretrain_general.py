@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eiclip_core.model.backbone import KIT_WEIGHTS
 from eiclip_core.model.config import DEFAULT_BACKBONE, KitConfig
 from eiclip_core.errors import KitError
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "eiclip-tiny-general.pt"
+DEFAULT_WEIGHTS = KIT_WEIGHTS[DEFAULT_BACKBONE]
 TRAINED_PREFIXES = ("visual.", "text.proj.", "logit_scale")  # what pretraining changes (LiT)
 
 
