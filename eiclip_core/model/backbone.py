@@ -70,7 +70,7 @@ class Backbone:
 
 RANDOM_INIT = "random"  # the one way to ask for an untrained backbone on purpose
 # kit backbones whose default weights are made by `eiclip pretrain` (the general-domain corpus)
-KIT_WEIGHTS = {"eiclip-tiny": Path(__file__).resolve().parents[1] / "weights" / "eiclip-tiny-general.pt"}
+KIT_WEIGHTS = {"eiclip-tiny": Path(__file__).resolve().parent / "weights" / "eiclip-tiny-general.pt"}
 
 
 def _has_pretrained_text_tower(cfg: dict) -> bool:
