@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eiclip_core.model.checkpoint import checksum
 from eiclip_core.model.config import EIConfig
+from eiclip_core.model.dictionary_cache import remembered_dictionaries
 from eiclip_core.errors import KitError
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -204,26 +204,17 @@ def prompt_texts(entity_type: str, values: list, prompt: str) -> list:
     return list(values) if prompt == "bare" else [f"{entity_type}: {v}" for v in values]
 
 
-_DICTIONARY_MEMO: dict = {}  # checksum of (weights, token ids) -> {t: D_t}, the last few (build_dictionaries)
-_MEMO_SIZE = 4
-
-
 @torch.no_grad()
 def build_dictionaries(clip: nn.Module, tokenizer, types: list, values: dict, prompt: str = "bare",
                        batch_size: int = 256) -> dict:
     """D_t[i] = normalise(f_T^0(prompt_t(v_i))) from the text tower as loaded (section 3), no grad.
 
     Computed in eval mode (no dropout) and in fp32 on the model's device; returns {t: (|V_t|, d)}.
-    Remembered by a checksum of its exact inputs, the model's weights and the token ids, so runs trained
-    or scored one after the other on the same data (notebook 03, the sweep) encode the values once.
+    Remembered for the same text tower and token ids (eiclip_core.model.dictionary_cache), so runs made
+    one after the other on the same data encode the values once.
     """
     tokens = {t: tokenizer(prompt_texts(t, values[t], prompt)) for t in types}
-    key = checksum({"weights": clip.state_dict(), "tokens": tokens})
-    if key not in _DICTIONARY_MEMO:
-        _DICTIONARY_MEMO[key] = _encode_dictionaries(clip, tokens, batch_size)
-        while len(_DICTIONARY_MEMO) > _MEMO_SIZE:
-            del _DICTIONARY_MEMO[next(iter(_DICTIONARY_MEMO))]  # the oldest (dicts keep insertion order)
-    return {t: d.clone() for t, d in _DICTIONARY_MEMO[key].items()}
+    return remembered_dictionaries(clip, tokens, lambda: _encode_dictionaries(clip, tokens, batch_size))
 
 
 def _encode_dictionaries(clip: nn.Module, tokens: dict, batch_size: int) -> dict:
