@@ -319,8 +319,8 @@ def evaluate_profile(profile, data_dir, device="auto", seed: int = 0, batch_size
     records, breakdown, embeddings, loaders = [], [], {}, {}
     for row, run_seed, run_dir in tqdm(jobs, desc="runs"):
         if run_dir is None:
-            key = {"zero_shot": profile.backbone, "pretrained": profile.pretrained, "entities": artifact.id}
-            load = lambda: zero_shot(profile.backbone, profile.pretrained, entities_path, device)  # noqa: E731
+            key = {"zero_shot": profile.train.backbone, "pretrained": profile.train.pretrained, "entities": artifact.id}
+            load = lambda: zero_shot(profile.train.backbone, profile.train.pretrained, entities_path, device)  # noqa: E731
             ckpt_hash, shown_dir = None, None
         else:
             ckpt_hash = checkpoint_id(run_dir / "final.pt")

@@ -156,7 +156,9 @@ class TrainConfig(KitConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.eval_every and not self.val:
+        # a run that names its training data and scores validation needs the validation file; a recipe
+        # without data (a profile's Profile.train) names neither
+        if self.eval_every and self.train and not self.val:
             raise KitError(f"train config: eval_every={self.eval_every} needs a validation file (val)")
         self.ei_config()  # validates row and model overrides
 
@@ -164,14 +166,3 @@ class TrainConfig(KitConfig):
         """The row's EIConfig with this run's `model` overrides applied."""
         return EIConfig.from_dict({**get_row(self.row).to_dict(), **self.model}, where="train config 'model'")
 
-
-def profile_config(profile, data_dir, row: str, seed: int, device: str = "auto") -> TrainConfig:
-    """The TrainConfig of one run of a profile (eiclip_core.pipeline.profiles) under the kit's data layout."""
-    from eiclip_core.layout import entities_file, run_dir, split_file
-
-    return TrainConfig(train=str(split_file(data_dir, "train")), val=str(split_file(data_dir, "validation")),
-                       entities=str(entities_file(data_dir)), out=str(run_dir(data_dir, row, seed)), row=row,
-                       backbone=profile.backbone, pretrained=profile.pretrained, seed=seed, epochs=profile.epochs,
-                       max_steps=profile.max_steps, batch_size=profile.batch_size, lr=profile.lr,
-                       new_module_lr_scale=profile.new_module_lr_scale, warmup_steps=profile.warmup_steps,
-                       eval_every=profile.eval_every, device=device)
