@@ -1,4 +1,5 @@
 """The papermill pipeline: parameters are checked, a failing notebook is named and leaves reports intact."""
+import dataclasses
 import json
 
 import nbformat
@@ -113,6 +114,10 @@ def test_a_run_config_is_the_profile_recipe_on_the_data_layout(name, tmp_path):
     assert cfg == {**TrainConfig().to_dict(), "new_module_lr_scale": 100.0, "backbone": "eiclip-tiny",
                    "pretrained": "", "max_steps": 0, "eval_every": 0, **RECIPES[name], **run}
     assert profile.train == PROFILES[name].train and profile.train is not PROFILES[name].train
+    assert profile.rows == (("clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip") if name == "ablation"
+                            else ("clip-ft", "ei-clip"))
+    manifest = json.loads(json.dumps(dataclasses.asdict(profile)))  # as reproduce's manifest.json records it
+    assert manifest["train"]["batch_size"] == RECIPES[name]["batch_size"] and manifest["name"] == name
 
 
 def test_recipe_overrides_change_a_copy_of_the_profile_train_config():

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from eiclip_core.errors import KitError
 from eiclip_core.layout import entities_file, run_dir, split_file
-from eiclip_core.model.config import TrainConfig
+from eiclip_core.model.config import ROWS, TrainConfig
+from eiclip_core.protocols import BASELINE, METHOD
 
 # TrainConfig fields that differ between the runs of a profile (profile_config sets them); every other
 # field is the profile's recipe, in Profile.train
@@ -28,11 +29,11 @@ class Profile:
     image_size: int = 64  # pixels of the stored images (the real files are 256)
     confounding: float = 0.8  # generator knob in [0, 1], see eiclip_core.synth
     data_seed: int = 0  # seed of the generated data set
-    # model and training: every run's recipe (backbone, pretrained weights, epochs, max_steps, batch_size,
-    # lr, warmup_steps, eval_every, ...; TrainConfig's defaults unless set); pretrained "random" = untrained
-    # on purpose; eval_every = validation recall in log.csv every N optimiser steps and at the last
+    # model and training: the recipe of every run (backbone, pretrained, epochs, batch_size, lr, ...), a
+    # TrainConfig without the fields profile_config sets per run (PER_RUN); pretrained "random" asks for an
+    # untrained backbone on purpose
     train: TrainConfig = field(default_factory=TrainConfig)
-    rows: tuple = ("clip-ft", "ei-clip")  # rows of METHOD.md section 8 to train (zero-shot is always evaluated)
+    rows: tuple = (BASELINE, METHOD)  # rows of METHOD.md section 8 to train (zero-shot is always evaluated)
     seeds: tuple = (0,)
     # evaluation
     sample100_queries: int = 1000
@@ -52,7 +53,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", n_train_products=256, n_val_products=128, image_size=64,
-        rows=("clip-ft", "ei-clip"), seeds=(0,),
+        rows=(BASELINE, METHOD), seeds=(0,),
         train=TrainConfig(epochs=1, max_steps=4, batch_size=32, lr=1e-4, warmup_steps=1, eval_every=2),
         sample100_queries=100, confounding_sweep=(0.0, 1.0), sweep_products=(32, 32), sweep_epochs=1,
         harm_data_seeds=(0, 1), swap_queries=16,
@@ -62,7 +63,7 @@ PROFILES = {
     # training steps, bench/validation.py)
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
-        rows=("clip-ft", "ei-clip"), seeds=(0, 1),
+        rows=(BASELINE, METHOD), seeds=(0, 1),
         train=TrainConfig(epochs=1, batch_size=64, lr=1e-4, warmup_steps=10, eval_every=16),
         sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0), sweep_products=(800, 300), sweep_epochs=2,
         harm_data_seeds=(0, 1, 2),
@@ -74,7 +75,7 @@ PROFILES = {
     # say whether that length has flattened CLIP-FT's recall.
     "science": Profile(
         name="science", n_train_products=3000, n_val_products=600, image_size=64,
-        rows=("clip-ft", "ei-clip"), seeds=(0, 1),
+        rows=(BASELINE, METHOD), seeds=(0, 1),
         train=TrainConfig(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10, eval_every=23),
         sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
         sweep_products=(3000, 600), sweep_epochs=2, sweep_data_seeds=(0, 1), sweep_seeds=(0, 1, 2),
@@ -82,11 +83,11 @@ PROFILES = {
     ),
     "ablation": Profile(
         name="ablation", n_train_products=3000, n_val_products=600, image_size=64,
-        rows=("clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip"), seeds=(0, 1),
+        rows=tuple(ROWS), seeds=(0, 1),
         train=TrainConfig(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10), sample100_queries=600,
     ),
     "paper": Profile(
-        name="paper", real_data=True, image_size=256, rows=("clip-ft", "ei-clip"), seeds=(0,),
+        name="paper", real_data=True, image_size=256, rows=(BASELINE, METHOD), seeds=(0,),
         train=TrainConfig(backbone="ViT-B-32", pretrained="openai", epochs=10, batch_size=64, lr=5e-5,
                           warmup_steps=100),
         sample100_queries=1000,
@@ -94,14 +95,14 @@ PROFILES = {
     # `eiclip reproduce --profile catalog --data-dir DIR`: a catalog imported with `eiclip import-catalog`
     # (no generated sizes: the files say how many products; no knob, so no sweep)
     "catalog": Profile(
-        name="catalog", image_size=256, rows=("clip-ft", "ei-clip"), seeds=(0,),
+        name="catalog", image_size=256, rows=(BASELINE, METHOD), seeds=(0,),
         train=TrainConfig(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10), sample100_queries=1000,
     ),
     # `eiclip reproduce --profile paper --dry-run`: the paper profile's code path end to end on a
     # small generated 256-pixel file in the same schema, 2 steps of a random-init ViT-B-32.
     "paper-dry-run": Profile(
         name="paper-dry-run", n_train_products=48, n_val_products=112, image_size=256,
-        rows=("clip-ft", "ei-clip"), seeds=(0,),
+        rows=(BASELINE, METHOD), seeds=(0,),
         train=TrainConfig(backbone="ViT-B-32", pretrained="random", epochs=1, max_steps=2, batch_size=8,
                           lr=5e-5, warmup_steps=1),
         sample100_queries=50,
