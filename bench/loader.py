@@ -78,10 +78,10 @@ def main():
     args = parser.parse_args()
     path = Path(args.data)
     if not path.exists():
-        from eiclip_core.synth import generate
+        from eiclip_core.pipeline.synth_command import generate_profile_data
 
         print(f"generating {path.parent} (quick profile) ...")
-        generate(path.parent, profile="quick", seed=0)
+        generate_profile_data(path.parent, "quick", seed=0)
     torch.set_num_threads(1)
 
     t0 = time.perf_counter()

@@ -29,7 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import eiclip_core  # noqa: F401  (offline environment)
 from eiclip_core.model.backbone import load_backbone
 from eiclip_core.model.loss import EICLIPLoss
-from eiclip_core.model.eiclip import build_eiclip, get_row
+from eiclip_core.model.config import get_row
+from eiclip_core.model.eiclip import build_eiclip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,11 +101,11 @@ def model_step_figures(batch: int, steps: int, artifact) -> dict:
 def our_loop(batch: int, steps: int, work: Path) -> float:
     """Median samples/s of our training loop (CLIP-FT) on generated data."""
     from eiclip_core.entities import mine_dataset
-    from eiclip_core.synth import generate
+    from eiclip_core.pipeline.synth_command import generate_profile_data
     from eiclip_core.model.config import TrainConfig
     from eiclip_core.train.loop import train
 
-    paths = generate(work / "data", profile="smoke", seed=0)
+    paths = generate_profile_data(work / "data", "smoke", seed=0)
     mine_dataset(paths["train"], paths["validation"], work / "data" / "entities.json")
     cfg = TrainConfig(train=str(paths["train"]), entities=str(work / "data" / "entities.json"),
                       out=str(work / "run"), row="clip-ft", batch_size=batch, max_steps=steps + 1,

@@ -13,7 +13,7 @@ from eiclip_core.errors import KitError
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "synth": ("eiclip_core.synth", "generate the Fashion-Gen-like default data set"),
+    "synth": ("eiclip_core.pipeline.synth_command", "generate the Fashion-Gen-like default data set"),
     "check-data": ("eiclip_core.data.check", "validate Fashion-Gen HDF5 files"),
     "import-catalog": ("eiclip_core.data.importer", "import a product table and its images as Fashion-Gen files"),
     "mine": ("eiclip_core.entities.mine", "mine entity vocabularies and mentions into an artifact"),

@@ -20,8 +20,7 @@ from pathlib import Path
 import eiclip_core  # noqa: F401  (offline environment)
 from eiclip_core.analysis import sections
 from eiclip_core.analysis.runs import load_analysed_runs
-from eiclip_core.model.config import profile_config
-from eiclip_core.pipeline.profiles import get_profile
+from eiclip_core.pipeline.profiles import get_profile, profile_config
 from eiclip_core.runtime import resolve_device
 from eiclip_core.analysis.sweep import generate_and_mine
 

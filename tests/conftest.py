@@ -9,9 +9,9 @@ def smoke_data(tmp_path_factory):
 
     Generated once per test session (about a second); tests must not modify the files.
     """
-    from eiclip_core.synth import generate
+    from eiclip_core.pipeline.synth_command import generate_profile_data
 
-    return generate(tmp_path_factory.mktemp("smoke"), profile="smoke", seed=0)
+    return generate_profile_data(tmp_path_factory.mktemp("smoke"), "smoke", seed=0)
 
 
 def _write_fashiongen_h5(path, views=(1, 2, 3, 4, 5, 6), size=8, width=None, drop=(), replace=None,

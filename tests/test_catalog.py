@@ -569,7 +569,7 @@ def test_mining_training_and_evaluation_run_on_an_imported_catalog(tmp_path):
     from eiclip_core.layout import entities_file
     from eiclip_core.pipeline.reproduce import prepare_data
     from eiclip_core.pipeline.profiles import get_profile
-    from eiclip_core.model.config import profile_config
+    from eiclip_core.pipeline.profiles import profile_config
     from eiclip_core.train.loop import train
 
     table, images, mapping = shop_catalog(tmp_path / "shop", n=230)  # season, gender, department unmapped

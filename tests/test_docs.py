@@ -144,7 +144,7 @@ def test_markdown_links_point_to_files():
 
 
 def test_method_keeps_its_numbering_and_names_every_switch_and_row():
-    from eiclip_core.model.eiclip import ROWS, EIConfig
+    from eiclip_core.model.config import ROWS, EIConfig
 
     text = (DOCS / "METHOD.md").read_text(encoding="utf-8")
     numbers = [int(m.group(1)) for m in re.finditer(r"(?m)^## (\d+)\. ", text)]

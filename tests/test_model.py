@@ -14,7 +14,8 @@ import eiclip_core  # noqa: F401
 from eiclip_core.model.backbone import load_backbone
 from eiclip_core.errors import KitError
 from eiclip_core.model.loss import EICLIPLoss, entity_loss
-from eiclip_core.model.eiclip import ROWS, EIConfig, build_dictionaries, build_eiclip, get_row, prompt_texts
+from eiclip_core.model.config import ROWS, EIConfig, get_row
+from eiclip_core.model.eiclip import build_dictionaries, build_eiclip, prompt_texts
 
 TEXTS = ["black diesel bomber. relaxed-fit cotton jacket", "canada goose parka in navy", "slim fit tops by arrow",
          "wool blend trousers, tailored"]
@@ -159,6 +160,28 @@ def test_dictionaries_are_remembered_for_the_same_weights_and_values_only(artifa
     assert calls and not torch.equal(changed["brand"], first["brand"])
 
 
+def test_dictionaries_are_reused_when_only_the_image_tower_or_logit_scale_differ(artifact, monkeypatch):
+    """D_t depends on the text tower alone: the key holds exactly the entries encode_text reads."""
+    from eiclip_core.model.dictionary_cache import text_tower_state
+
+    backbone = base_backbone()
+    clip, tokenizer, types = backbone.model, backbone.tokenizer, artifact.types
+    assert set(text_tower_state(clip)) == {k for k in clip.state_dict() if k.startswith("text.")}
+    first = build_dictionaries(clip, tokenizer, types, artifact.values)
+    with torch.no_grad():
+        next(clip.visual.parameters()).add_(0.5)  # as after fine-tuning, or another seed of a random tower
+        clip.logit_scale.add_(1.0)
+    calls = []
+    encode = clip.encode_text
+    monkeypatch.setattr(clip, "encode_text", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    again = build_dictionaries(clip, tokenizer, types, artifact.values)
+    assert not calls and all(torch.equal(first[t], again[t]) for t in types)
+    with torch.no_grad():
+        clip.text.proj.weight[0].add_(1.0)  # the text projection is part of the tower: encoded anew
+    assert not torch.equal(build_dictionaries(clip, tokenizer, types, artifact.values)["brand"], first["brand"])
+    assert calls
+
+
 def test_attention_is_prior_weighted_softmax(artifact, batch):
     model, _ = fresh(artifact, "cesm")
     tokens, _ = batch
@@ -279,3 +302,30 @@ def test_total_loss_and_temperature_clamp(artifact, batch):
     model.clamp_scales()
     assert model.clip.logit_scale.item() == pytest.approx(math.log(100))
     assert model.entity_logit_scale.item() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["CustomTextCLIP", "CLIP"])
+def test_text_tower_state_leaves_out_only_what_encode_text_never_reads(kind):
+    """Every state-dict entry outside the D_t key (image tower, logit scale) may change without changing
+    encode_text, for both open_clip model classes (eiclip-tiny's, and the paper's ViT-B-32 one, tiny here)."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    from eiclip_core.model.dictionary_cache import text_tower_state
+
+    if kind == "CLIP":
+        torch.manual_seed(0)
+        clip = CLIP(embed_dim=8, vision_cfg=CLIPVisionCfg(layers=1, width=16, head_width=8, patch_size=8, image_size=16),
+                    text_cfg=CLIPTextCfg(context_length=6, vocab_size=50, width=16, heads=2, layers=1)).eval()
+        tokens = torch.randint(1, 50, (3, 6))
+        expected = {"token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection"}
+    else:
+        backbone = base_backbone()
+        clip, tokens, expected = backbone.model.eval(), backbone.tokenizer(TEXTS), {"text"}
+    kept = text_tower_state(clip)
+    assert {k.split(".")[0] for k in kept} == expected
+    with torch.no_grad():
+        before = clip.encode_text(tokens)
+        for name, value in clip.state_dict(keep_vars=True).items():
+            if name not in kept:
+                value.add_(torch.ones_like(value))
+        assert torch.equal(clip.encode_text(tokens), before)

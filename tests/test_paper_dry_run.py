@@ -16,7 +16,7 @@ def test_paper_dry_run_runs_every_notebook(tmp_path):
     for name in NOTEBOOKS:
         assert (reports / f"{name}.ipynb").exists(), name
     manifest = json.loads((reports / "manifest.json").read_text())
-    assert manifest["profile"]["backbone"] == "ViT-B-32" and manifest["profile"]["image_size"] == 256
+    assert manifest["profile"]["train"]["backbone"] == "ViT-B-32" and manifest["profile"]["image_size"] == 256
     assert set(manifest["notebooks"]) == set(NOTEBOOKS)
     configs = list(manifest["runs"].values())
     assert configs and all(c["config"]["backbone"] == "ViT-B-32" for c in configs)

@@ -1,4 +1,5 @@
 """The papermill pipeline: parameters are checked, a failing notebook is named and leaves reports intact."""
+import dataclasses
 import json
 
 import nbformat
@@ -82,6 +83,67 @@ def test_seed_override_moves_every_seed_and_gets_its_own_folders():
     assert science.sweep_data_seeds == (7, 8) and science.sweep_seeds == (7, 8, 9)
     data_dir, reports_dir = reproduce.default_dirs(profile, seed=7)
     assert str(data_dir) == "data/quick-seed7" and str(reports_dir) == "reports/quick-seed7"
+
+
+RECIPES = {  # what each profile's runs are trained with (the rest of TrainConfig at its defaults)
+    "smoke": dict(epochs=1, max_steps=4, batch_size=32, lr=1e-4, warmup_steps=1, eval_every=2),
+    "quick": dict(epochs=1, batch_size=64, lr=1e-4, warmup_steps=10, eval_every=16),
+    "science": dict(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10, eval_every=23),
+    "ablation": dict(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10),
+    "paper": dict(backbone="ViT-B-32", pretrained="openai", epochs=10, batch_size=64, lr=5e-5, warmup_steps=100),
+    "catalog": dict(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10),
+    "paper-dry-run": dict(backbone="ViT-B-32", pretrained="random", epochs=1, max_steps=2, batch_size=8, lr=5e-5,
+                          warmup_steps=1),
+}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_a_run_config_is_the_profile_recipe_on_the_data_layout(name, tmp_path):
+    from eiclip_core import layout
+    from eiclip_core.model.config import TrainConfig
+    from eiclip_core.pipeline.profiles import PROFILES, profile_config
+
+    for split in ("train", "validation"):
+        (tmp_path / f"{split}.h5").touch()
+    profile = get_profile(name, seed=3)
+    seed = profile.seeds[-1]
+    cfg = profile_config(profile, tmp_path, "cesm", seed, "cpu").to_dict()
+    run = {"train": str(tmp_path / "train.h5"), "val": str(tmp_path / "validation.h5"),
+           "entities": str(layout.entities_file(tmp_path)), "out": str(layout.run_dir(tmp_path, "cesm", seed)),
+           "row": "cesm", "seed": seed, "device": "cpu"}
+    assert cfg == {**TrainConfig().to_dict(), "new_module_lr_scale": 100.0, "backbone": "eiclip-tiny",
+                   "pretrained": "", "max_steps": 0, "eval_every": 0, **RECIPES[name], **run}
+    assert profile.train == PROFILES[name].train and profile.train is not PROFILES[name].train
+    assert profile.rows == (("clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip") if name == "ablation"
+                            else ("clip-ft", "ei-clip"))
+    manifest = json.loads(json.dumps(dataclasses.asdict(profile)))  # as reproduce's manifest.json records it
+    assert manifest["train"]["batch_size"] == RECIPES[name]["batch_size"] and manifest["name"] == name
+
+
+def test_recipe_overrides_change_a_copy_of_the_profile_train_config():
+    from eiclip_core.pipeline.profiles import PROFILES
+
+    catalog = get_profile("catalog", max_steps=2, batch_size=8, warmup_steps=1, lr=None)
+    assert (catalog.train.max_steps, catalog.train.batch_size, catalog.train.warmup_steps) == (2, 8, 1)
+    assert catalog.train.lr == 1e-4 and PROFILES["catalog"].train.batch_size == 64
+    catalog.train.model["prompt"] = "typed"  # a caller's copy: the profile table is unchanged
+    assert PROFILES["catalog"].train.model == {} and get_profile("catalog").train.model == {}
+    with pytest.raises(KitError, match="profile 'smoke': unknown setting\\(s\\) out, steps"):
+        get_profile("smoke", steps=3, out="x")  # per-run fields are not a profile's to set
+    with pytest.raises(KitError, match="train config: batch_size=1 out of range"):
+        get_profile("smoke", batch_size=1)
+
+
+def test_a_sweep_run_is_the_recipe_at_the_sweep_length_without_validation():
+    from eiclip_core.analysis.sweep import point_settings, train_config
+
+    smoke = get_profile("smoke")
+    cfg = train_config(smoke, None, "clip-ft", 0, "cpu")
+    assert (cfg.epochs, cfg.max_steps, cfg.warmup_steps, cfg.eval_every) == (1, 1, 0, 0)  # ceil(32 / 32) x 1 step
+    assert (cfg.batch_size, cfg.lr, cfg.val) == (32, 1e-4, "")
+    science = train_config(get_profile("science"), None, "ei-clip", 2, "cpu")
+    assert (science.epochs, science.max_steps, science.warmup_steps, science.eval_every) == (2, 94, 10, 0)
+    assert point_settings(smoke, "cpu")["train"]["max_steps"] == 1
 
 
 @pytest.mark.parametrize("argv, problem", [

@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def smoke(tmp_path_factory):
     """The smoke data set and its mined entity artifact; tests that change files copy it first."""
     from eiclip_core.entities import mine_dataset
-    from eiclip_core.synth import generate
+    from eiclip_core.pipeline.synth_command import generate_profile_data
 
     out = tmp_path_factory.mktemp("smoke")
-    paths = generate(out, profile="smoke", seed=0)
+    paths = generate_profile_data(out, "smoke", seed=0)
     mine_dataset(paths["train"], paths["validation"], out / "entities.json", progress=False)
     return out
 

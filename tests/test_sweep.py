@@ -34,7 +34,7 @@ def test_science_profile_has_every_point_once_and_its_own_reports():
 
     profile = get_profile("science")
     assert default_dirs(profile) == (Path("data/science"), Path("reports/science"))
-    assert profile.eval_every > 0  # its main runs draw the validation curves that show whether it converged
+    assert profile.train.eval_every > 0  # its main runs draw the validation curves that show whether it converged
     points = sweep.sweep_points(profile)
     assert len(points) == len(set(points)) == 3 * 2 * (1 + 2 * 3)
     assert {p.seed for p in points if p.row == "zero-shot"} == {None}

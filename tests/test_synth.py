@@ -22,6 +22,8 @@ from eiclip_core.synth.world import BRAND_ORDINARY, CATALOGUE, COLOURS, FIT_VALU
 from eiclip_core.data.product_text import normalise_value, product_text
 
 MARK = slice(48, 60)  # rows / columns of the brand mark at 64 pixels (render.draw_glyph)
+# the smoke profile's own draw (the session's smoke_data fixture)
+SMOKE = dict(profile="smoke", seed=0, confounding=0.8, image_size=64, n_train=256, n_val=128)
 
 
 def _bytes(paths):
@@ -60,9 +62,9 @@ def test_schema_equals_documented_real_schema(smoke_data):
 def test_same_seed_same_bytes_different_seed_different(tmp_path, smoke_data):
     from eiclip_core.synth.files import COMPLETE_MARKER
 
-    again = generate(tmp_path / "again", profile="smoke", seed=0)
+    again = generate(tmp_path / "again", **SMOKE)
     assert _bytes(again) == _bytes(smoke_data)
-    other = _bytes(generate(tmp_path / "other", profile="smoke", seed=1))
+    other = _bytes(generate(tmp_path / "other", **{**SMOKE, "seed": 1}))
     assert all(other[k] != v for k, v in _bytes(smoke_data).items())
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == [  # no temporary file or folder left
         COMPLETE_MARKER, "ground_truth.json", "train.h5", "validation.h5"]
@@ -101,7 +103,7 @@ def test_ground_truth_matches_file_and_text(split, smoke_data, gt):
 
 @pytest.mark.parametrize("confounding,seed", [(0.0, 5), (1.0, 6)])
 def test_ground_truth_exact_at_both_ends_of_the_knob(confounding, seed, tmp_path):
-    paths = generate(tmp_path, profile="smoke", seed=seed, confounding=confounding, image_size=16)
+    paths = generate(tmp_path, **{**SMOKE, "seed": seed, "confounding": confounding, "image_size": 16})
     truth = json.loads(paths["ground_truth"].read_text())
     for split in ("train", "validation"):
         _check_ground_truth(paths, truth, split)
@@ -146,7 +148,7 @@ def test_product_ids_unique_across_splits(gt):
 
 def test_confounding_knob(tmp_path, smoke_data):
     def world(c):
-        paths = generate(tmp_path / str(c), profile="smoke", seed=0, confounding=c, image_size=16)
+        paths = generate(tmp_path / str(c), **{**SMOKE, "confounding": c, "image_size": 16})
         g = json.loads(paths["ground_truth"].read_text())
         brands = {r["entities"]["brand"] for s in g["splits"].values() for r in s}
         return g["ordinary_word_values"], brands
@@ -161,7 +163,7 @@ def test_confounding_knob(tmp_path, smoke_data):
     assert high_brands <= ordinary and sorted(high_brands) == high["brand"]
     assert "tops" in high["category"] and len(high["subcategory"]) == sum(len(c.subs) for c in CATALOGUE)
     with pytest.raises(KitError, match="confounding"):
-        generate(tmp_path / "x", confounding=1.5)
+        generate(tmp_path / "x", **{**SMOKE, "confounding": 1.5})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,9 +268,27 @@ def test_synth_command(tmp_path, capsys):
 
 
 def test_sizes_can_be_overridden(tmp_path):
-    paths = generate(tmp_path, profile="smoke", seed=1, image_size=16, n_train=20, n_val=10)
+    from eiclip_core.pipeline.synth_command import generate_profile_data
+
+    paths = generate_profile_data(tmp_path, "smoke", seed=1, image_size=16, n_train=20, n_val=10)
     assert (len(FashionGen(paths["train"])), len(FashionGen(paths["validation"]))) == (20, 10)
-    assert json.loads(paths["ground_truth"].read_text())["generator"]["n_train"] == 20
+    assert json.loads(paths["ground_truth"].read_text())["generator"] == {**SMOKE, "seed": 1, "image_size": 16,
+                                                                          "n_train": 20, "n_val": 10}
+
+
+def test_a_profile_draw_is_the_profile_settings_and_a_real_data_profile_has_none(tmp_path):
+    from eiclip_core.pipeline.synth_command import profile_draw
+
+    assert profile_draw("smoke") == SMOKE
+    assert profile_draw("quick", seed=3, confounding=0.0) == dict(profile="quick", seed=3, confounding=0.0,
+                                                                  image_size=64, n_train=3000, n_val=600)
+    with pytest.raises(KitError, match="profile 'paper': uses real data, not generated data"):
+        profile_draw("paper")
+    with pytest.raises(KitError, match="profile 'nope': unknown profile"):
+        profile_draw("nope")
+    with pytest.raises(KitError, match="n_train=0, n_val=10: a generated data set needs products in both splits"):
+        generate(tmp_path, **{**SMOKE, "n_train": 0, "n_val": 10})
+    assert not list(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_load_ground_truth_reads_the_file_and_names_bad_ones(smoke_data, gt, tmp_path):
@@ -314,7 +334,6 @@ def test_validation_only_draw_is_the_full_draw_without_its_training_split(tmp_pa
     assert (part / "train.h5").read_bytes() == (full / "train.h5").read_bytes()
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = dict(profile="smoke", seed=0, confounding=0.8, image_size=64)  # the smoke profile's own settings
 
 
 def _leftovers(folder):

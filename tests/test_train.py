@@ -31,10 +31,10 @@ PY = sys.executable
 def data(tmp_path_factory):
     """The smoke data set (256 training products) and its mined entity artifact."""
     from eiclip_core.entities import mine_dataset
-    from eiclip_core.synth import generate
+    from eiclip_core.pipeline.synth_command import generate_profile_data
 
     out = tmp_path_factory.mktemp("smoke")
-    paths = generate(out, profile="smoke", seed=0)
+    paths = generate_profile_data(out, "smoke", seed=0)
     mine_dataset(paths["train"], paths["validation"], out / "entities.json")
     return out
 

@@ -42,7 +42,8 @@ def not_measured(profile, data_dir) -> dict:
 
 def backbone_model(backbone):
     """The backbone as an EICLIP with no module switched on: exactly the backbone's features."""
-    from eiclip_core.model.eiclip import EICLIP, get_row
+    from eiclip_core.model.config import get_row
+    from eiclip_core.model.eiclip import EICLIP
 
     return EICLIP(backbone.model, {}, {}, get_row("clip-ft")).eval()
 
@@ -65,7 +66,8 @@ def harm_table(backbone, profile, data_seeds, work_dir, knobs=(0.0, 1.0), device
     for seed in data_seeds:
         for knob in knobs:
             out = Path(work_dir) / f"seed{seed}-knob{knob:g}"
-            generate_unless_present(out, profile.name, seed, knob, profile.image_size, validation_only=True)
+            generate_unless_present(out, profile.name, seed, knob, profile.image_size, profile.n_train_products,
+                                    profile.n_val_products, validation_only=True)
             rows.append({"data_seed": seed, "knob": knob,
                          **zero_shot_recalls(backbone, layout.split_file(out, "validation"), device)})
     return pd.DataFrame(rows)

@@ -20,6 +20,7 @@ the entities, each finished run (its done.json, eiclip_core.train.run_directory)
 mid-training continues from its last checkpoint, and finished runs are not trained again.
 The statistics over the runs (spread, harm, paired test) are in eiclip_core.analysis.sweep_statistics.
 """
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,22 +44,21 @@ PER_RUN_PATHS = ("train", "entities", "out", "row", "seed")  # TrainConfig field
 
 def sweep_steps(profile: Profile) -> int:
     """Optimiser steps of one sweep run: sweep_epochs passes over sweep_products[0] products."""
-    return max(1, math.ceil(profile.sweep_products[0] / profile.batch_size) * profile.sweep_epochs)
+    return max(1, math.ceil(profile.sweep_products[0] / profile.train.batch_size) * profile.sweep_epochs)
 
 
 def train_config(profile: Profile, out: "Path | None", row: str, seed: int, device: str):
-    """The TrainConfig of one sweep run on the point folder `out` (None: no paths, for point_settings).
-    A short run keeps at most a quarter of its steps for warm-up."""
-    from eiclip_core.model.config import TrainConfig
-
+    """The TrainConfig of one sweep run on the point folder `out` (None: no paths, for point_settings):
+    the profile's recipe at the sweep's length, without validation during training. A short run keeps
+    at most a quarter of its steps for warm-up."""
     paths = {} if out is None else {"train": str(layout.split_file(out, "train")),
                                     "entities": str(layout.entities_file(out)),
                                     "out": str(layout.run_dir(out, row, seed))}
-    return TrainConfig(**paths, row=row, backbone=profile.backbone,
-                       pretrained=profile.pretrained, seed=seed, epochs=max(1, profile.sweep_epochs),
-                       max_steps=sweep_steps(profile), batch_size=profile.batch_size, lr=profile.lr,
-                       new_module_lr_scale=profile.new_module_lr_scale,
-                       warmup_steps=min(profile.warmup_steps, sweep_steps(profile) // 4), device=device)
+    steps = sweep_steps(profile)
+    return dataclasses.replace(profile.train, **paths, row=row, seed=seed, device=device,
+                               model=dict(profile.train.model), epochs=max(1, profile.sweep_epochs),
+                               max_steps=steps, warmup_steps=min(profile.train.warmup_steps, steps // 4),
+                               eval_every=0)
 
 
 def point_settings(profile: Profile, device: str) -> dict:
@@ -173,9 +173,9 @@ def run_point(profile: Profile, folder: Path, point: Point, device="cpu") -> dic
     generate_and_mine(profile, out, point.confounding, point.data_seed)
     entities = layout.entities_file(out)
     if point.row == ZERO_SHOT:
-        identity = {"zero_shot": profile.backbone, "pretrained": profile.pretrained,
+        identity = {"zero_shot": profile.train.backbone, "pretrained": profile.train.pretrained,
                     "entities": load_artifact(entities).id}
-        load = lambda: zero_shot(profile.backbone, profile.pretrained, entities, device)  # noqa: E731
+        load = lambda: zero_shot(profile.train.backbone, profile.train.pretrained, entities, device)  # noqa: E731
         return _result(out / "results" / f"{ZERO_SHOT}.json", identity, lambda: _scored(load, identity, out, device))
     run = _train(profile, out, point.row, point.seed, str(device))
     identity = {"checkpoint": checkpoint_id(run / "final.pt")}

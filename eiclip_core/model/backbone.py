@@ -8,10 +8,9 @@ the default run starts from real general-domain language, which is the premise o
 Our own architectures live as JSON files in `eiclip_core/model/configs/` and are registered into
 open_clip's config registry at import time; a config may name a Python package instead of a Hugging
 Face model id in `hf_model_name` / `hf_tokenizer_name`, which is resolved to the package's local
-model folder (`<package>.get_model_path()`), so nothing ever reaches a model hub.
+model folder (`<package>.get_model_path()`, eiclip_core.data.text_tower), so nothing ever reaches a model hub.
 """
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -25,21 +24,9 @@ import torch
 from open_clip import factory as _factory
 from torch import nn
 
+from eiclip_core.data.text_tower import package_model_folder
 from eiclip_core.model.config import DEFAULT_BACKBONE
 from eiclip_core.errors import KitError
-
-
-def _resolve_package_path(name: str) -> str:
-    """A Python package name with `get_model_path()` -> its local model folder; anything else unchanged."""
-    if not name or "/" in name or os.sep in name:
-        return name
-    try:
-        module = importlib.import_module(name)
-    except ImportError:
-        return name
-    if not hasattr(module, "get_model_path"):
-        return name
-    return str(module.get_model_path())
 
 
 def kit_model_configs() -> dict:
@@ -51,7 +38,7 @@ def kit_model_configs() -> dict:
             text_cfg = cfg.get("text_cfg", {})
             for key in ("hf_model_name", "hf_tokenizer_name"):
                 if key in text_cfg:
-                    text_cfg[key] = _resolve_package_path(text_cfg[key])
+                    text_cfg[key] = package_model_folder(text_cfg[key])
             configs[entry.name[: -len(".json")]] = cfg
     return configs
 

@@ -1,14 +1,17 @@
-"""Configs as data: one base for every config dataclass, and the config of a training run.
+"""Configs as data: one base for every config dataclass, the model's switches and rows, and a training run.
 
 `KitConfig` gives each config the same surface (as open_clip's tower configs share one shape):
 `from_dict` refuses unknown fields and values of the wrong type, `__post_init__` checks ranges,
-`to_dict` is what a run stores. `TrainConfig` lives here, not in the trainer, so that loading a
-finished run (eiclip_core.model.factory) never imports the training loop.
+`to_dict` is what a run stores. `EIConfig` holds every switch of the model (eiclip_core.model.eiclip),
+`ROWS` the rows of METHOD.md section 8 as its values, and `TrainConfig` one training run. They live
+here, apart from the code they configure, so that the model imports its config and never the other
+way, and loading a finished run (eiclip_core.model.factory) never imports the training loop.
 """
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from eiclip_core.errors import KitError
+from eiclip_core.protocols import BASELINE, METHOD
 
 DEFAULT_BACKBONE = "eiclip-tiny"  # small ViT + the pretrained MiniLM text tower (eiclip_core/model/configs)
 
@@ -55,6 +58,54 @@ class KitConfig:
 
 
 @dataclass
+class EIConfig(KitConfig):
+    """Every [kit] choice of METHOD.md as one switch; the comment names the section it implements."""
+
+    label = "model config"
+
+    intervention: bool = True  # sec. 4-5: backdoor adjustment on/off (off = CLIP-FT / EALM only)
+    selection: str = "soft"  # sec. 5 CESM gates: "soft" sigmoid | "hard" Gumbel top-k (straight-through) | "all" (g = 1)
+    top_k: int = 2  # sec. 5: types kept by the hard gates
+    gumbel_tau: float = 1.0  # sec. 5: temperature of the Gumbel-sigmoid relaxation
+    side: str = "text"  # sec. 5: "text" (the paper's subject) | "image" (same module on the image feature)
+    attn_dim: int = 64  # sec. 4: d_k of the query / key projections
+    ealm: bool = True  # sec. 6: learnable E_t (from D_t) + L_ent; off = frozen D_t and no L_ent
+    tau_e: float = 0.07  # sec. 6: initial entity temperature (learnable, clamped like CLIP's at 1/100)
+    lambda_ent: float = 0.5  # sec. 7: weight of L_ent
+    prompt: str = "bare"  # sec. 3: dictionary prompt, "bare" value | "typed" = "{type}: {value}"
+
+    def checks(self) -> dict:
+        return {
+            "selection": self.selection in ("soft", "hard", "all"),
+            "side": self.side in ("text", "image"),
+            "prompt": self.prompt in ("bare", "typed"),
+            "top_k": self.top_k >= 1,
+            "gumbel_tau": self.gumbel_tau > 0,
+            "attn_dim": self.attn_dim >= 1,
+            "tau_e": 0 < self.tau_e <= 1,
+            "lambda_ent": self.lambda_ent >= 0,
+        }
+
+
+# METHOD.md section 8; "zero-shot" is the untrained backbone (eiclip_core.model.factory.zero_shot), not a
+# training row.
+ROWS = {
+    BASELINE: EIConfig(intervention=False, ealm=False),
+    "intervention-all": EIConfig(intervention=True, selection="all", ealm=False),
+    "cesm": EIConfig(intervention=True, selection="soft", ealm=False),
+    "ealm-only": EIConfig(intervention=False, ealm=True),
+    METHOD: EIConfig(intervention=True, selection="soft", ealm=True),
+}
+
+
+def get_row(name: str) -> EIConfig:
+    """A copy of row `name`'s EIConfig (changing it leaves ROWS alone)."""
+    if name not in ROWS:
+        raise KitError(f"row {name!r}: unknown row (choose from {', '.join(ROWS)})")
+    return EIConfig(**ROWS[name].to_dict())
+
+
+@dataclass
 class TrainConfig(KitConfig):
     """Everything that decides a run's numbers; saved as the run's config.json."""
 
@@ -64,7 +115,7 @@ class TrainConfig(KitConfig):
     val: str = ""  # validation HDF5 scored during training (eiclip_core.train.validation; "" = none)
     entities: str = ""  # entity artifact (eiclip mine); its id is recorded in config.json
     out: str = ""  # run directory
-    row: str = "ei-clip"  # METHOD.md sec. 8 row (eiclip_core.model.eiclip.ROWS)
+    row: str = METHOD  # METHOD.md sec. 8 row (ROWS)
     model: dict = field(default_factory=dict)  # overrides of the row's EIConfig fields (sec. 3-7 switches)
     backbone: str = DEFAULT_BACKBONE  # open_clip model name
     pretrained: str = ""  # open_clip tag or weights file ("" = the config's own pretrained towers)
@@ -105,24 +156,13 @@ class TrainConfig(KitConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.eval_every and not self.val:
+        # a run that names its training data and scores validation needs the validation file; a recipe
+        # without data (a profile's Profile.train) names neither
+        if self.eval_every and self.train and not self.val:
             raise KitError(f"train config: eval_every={self.eval_every} needs a validation file (val)")
         self.ei_config()  # validates row and model overrides
 
-    def ei_config(self):
+    def ei_config(self) -> EIConfig:
         """The row's EIConfig with this run's `model` overrides applied."""
-        from eiclip_core.model.eiclip import EIConfig, get_row
-
         return EIConfig.from_dict({**get_row(self.row).to_dict(), **self.model}, where="train config 'model'")
 
-
-def profile_config(profile, data_dir, row: str, seed: int, device: str = "auto") -> TrainConfig:
-    """The TrainConfig of one run of a profile (eiclip_core.pipeline.profiles) under the kit's data layout."""
-    from eiclip_core.layout import entities_file, run_dir, split_file
-
-    return TrainConfig(train=str(split_file(data_dir, "train")), val=str(split_file(data_dir, "validation")),
-                       entities=str(entities_file(data_dir)), out=str(run_dir(data_dir, row, seed)), row=row,
-                       backbone=profile.backbone, pretrained=profile.pretrained, seed=seed, epochs=profile.epochs,
-                       max_steps=profile.max_steps, batch_size=profile.batch_size, lr=profile.lr,
-                       new_module_lr_scale=profile.new_module_lr_scale, warmup_steps=profile.warmup_steps,
-                       eval_every=profile.eval_every, device=device)

@@ -7,68 +7,19 @@
     h'  = h + W_o sum_t g_t c_t                     W_o = 0 at init: step 0 is exactly the backbone
     L   = L_itc(normalise(v), normalise(h')) + lambda_ent L_ent     sections 6 and 7
 
-The rows of the section-8 ablation table are `ROWS`, values of one config dataclass, not code forks.
+Every switch is a field of `EIConfig` and the rows of the section-8 ablation table are `ROWS`, its values
+(both in eiclip_core.model.config), not code forks.
 Layout after x-clip: helpers, building blocks, the main class, the dictionaries.
 """
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from eiclip_core.model.checkpoint import checksum
-from eiclip_core.model.config import KitConfig
+from eiclip_core.model.config import EIConfig
+from eiclip_core.model.dictionary_cache import remembered_dictionaries
 from eiclip_core.errors import KitError
-
-# ---------------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class EIConfig(KitConfig):
-    """Every [kit] choice of METHOD.md as one switch; the comment names the section it implements."""
-
-    label = "model config"
-
-    intervention: bool = True  # sec. 4-5: backdoor adjustment on/off (off = CLIP-FT / EALM only)
-    selection: str = "soft"  # sec. 5 CESM gates: "soft" sigmoid | "hard" Gumbel top-k (straight-through) | "all" (g = 1)
-    top_k: int = 2  # sec. 5: types kept by the hard gates
-    gumbel_tau: float = 1.0  # sec. 5: temperature of the Gumbel-sigmoid relaxation
-    side: str = "text"  # sec. 5: "text" (the paper's subject) | "image" (same module on the image feature)
-    attn_dim: int = 64  # sec. 4: d_k of the query / key projections
-    ealm: bool = True  # sec. 6: learnable E_t (from D_t) + L_ent; off = frozen D_t and no L_ent
-    tau_e: float = 0.07  # sec. 6: initial entity temperature (learnable, clamped like CLIP's at 1/100)
-    lambda_ent: float = 0.5  # sec. 7: weight of L_ent
-    prompt: str = "bare"  # sec. 3: dictionary prompt, "bare" value | "typed" = "{type}: {value}"
-
-    def checks(self) -> dict:
-        return {
-            "selection": self.selection in ("soft", "hard", "all"),
-            "side": self.side in ("text", "image"),
-            "prompt": self.prompt in ("bare", "typed"),
-            "top_k": self.top_k >= 1,
-            "gumbel_tau": self.gumbel_tau > 0,
-            "attn_dim": self.attn_dim >= 1,
-            "tau_e": 0 < self.tau_e <= 1,
-            "lambda_ent": self.lambda_ent >= 0,
-        }
-
-
-# METHOD.md section 8; "zero-shot" is the untrained backbone (see loading.zero_shot), not a training row.
-ROWS = {
-    "clip-ft": EIConfig(intervention=False, ealm=False),
-    "intervention-all": EIConfig(intervention=True, selection="all", ealm=False),
-    "cesm": EIConfig(intervention=True, selection="soft", ealm=False),
-    "ealm-only": EIConfig(intervention=False, ealm=True),
-    "ei-clip": EIConfig(intervention=True, selection="soft", ealm=True),
-}
-
-
-def get_row(name: str) -> EIConfig:
-    if name not in ROWS:
-        raise KitError(f"row {name!r}: unknown row (choose from {', '.join(ROWS)})")
-    return EIConfig(**ROWS[name].to_dict())
-
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -253,26 +204,17 @@ def prompt_texts(entity_type: str, values: list, prompt: str) -> list:
     return list(values) if prompt == "bare" else [f"{entity_type}: {v}" for v in values]
 
 
-_DICTIONARY_MEMO: dict = {}  # checksum of (weights, token ids) -> {t: D_t}, the last few (build_dictionaries)
-_MEMO_SIZE = 4
-
-
 @torch.no_grad()
 def build_dictionaries(clip: nn.Module, tokenizer, types: list, values: dict, prompt: str = "bare",
                        batch_size: int = 256) -> dict:
     """D_t[i] = normalise(f_T^0(prompt_t(v_i))) from the text tower as loaded (section 3), no grad.
 
     Computed in eval mode (no dropout) and in fp32 on the model's device; returns {t: (|V_t|, d)}.
-    Remembered by a checksum of its exact inputs, the model's weights and the token ids, so runs trained
-    or scored one after the other on the same data (notebook 03, the sweep) encode the values once.
+    Remembered for the same text tower and token ids (eiclip_core.model.dictionary_cache), so runs made
+    one after the other on the same data encode the values once.
     """
     tokens = {t: tokenizer(prompt_texts(t, values[t], prompt)) for t in types}
-    key = checksum({"weights": clip.state_dict(), "tokens": tokens})
-    if key not in _DICTIONARY_MEMO:
-        _DICTIONARY_MEMO[key] = _encode_dictionaries(clip, tokens, batch_size)
-        while len(_DICTIONARY_MEMO) > _MEMO_SIZE:
-            del _DICTIONARY_MEMO[next(iter(_DICTIONARY_MEMO))]  # the oldest (dicts keep insertion order)
-    return {t: d.clone() for t, d in _DICTIONARY_MEMO[key].items()}
+    return remembered_dictionaries(clip, tokens, lambda: _encode_dictionaries(clip, tokens, batch_size))
 
 
 def _encode_dictionaries(clip: nn.Module, tokens: dict, batch_size: int) -> dict:

