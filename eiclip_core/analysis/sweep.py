@@ -27,6 +27,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,19 +36,21 @@ from tqdm.auto import tqdm
 from eiclip_core import layout
 from eiclip_core.errors import KitError
 from eiclip_core.io import write_json
-from eiclip_core.pipeline.profiles import Profile
 from eiclip_core.protocols import BASELINE, METHOD, ZERO_SHOT
+
+if TYPE_CHECKING:  # the sweep reads a profile's settings; it never imports the pipeline
+    from eiclip_core.pipeline.profiles import Profile
 
 ROWS = (ZERO_SHOT, BASELINE, METHOD)  # the rows of the sweep's table, in the order shown
 PER_RUN_PATHS = ("train", "entities", "out", "row", "seed")  # TrainConfig fields that differ between the runs
 
 
-def sweep_steps(profile: Profile) -> int:
+def sweep_steps(profile: "Profile") -> int:
     """Optimiser steps of one sweep run: sweep_epochs passes over sweep_products[0] products."""
     return max(1, math.ceil(profile.sweep_products[0] / profile.train.batch_size) * profile.sweep_epochs)
 
 
-def train_config(profile: Profile, out: "Path | None", row: str, seed: int, device: str):
+def train_config(profile: "Profile", out: "Path | None", row: str, seed: int, device: str):
     """The TrainConfig of one sweep run on the point folder `out` (None: no paths, for point_settings):
     the profile's recipe at the sweep's length, without validation during training. A short run keeps
     at most a quarter of its steps for warm-up."""
@@ -61,7 +64,7 @@ def train_config(profile: Profile, out: "Path | None", row: str, seed: int, devi
                                eval_every=0)
 
 
-def point_settings(profile: Profile, device: str) -> dict:
+def point_settings(profile: "Profile", device: str) -> dict:
     """What decides every point's numbers besides knob, data seed and training seed: the data sizes and
     the training config of a run with its paths, row and seed left out (so a new TrainConfig field is
     covered without a change here)."""
@@ -74,7 +77,7 @@ def settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def sweep_dir(profile: Profile, data_dir, device="cpu") -> Path:
+def sweep_dir(profile: "Profile", data_dir, device="cpu") -> Path:
     """{data_dir}/sweep/<key>/ of these settings, with its settings.json (written once)."""
     settings = point_settings(profile, str(device))
     folder = Path(data_dir) / "sweep" / settings_key(settings)
@@ -97,14 +100,14 @@ class Point:
     seed: "int | None"
 
 
-def sweep_points(profile: Profile) -> list[Point]:
+def sweep_points(profile: "Profile") -> list[Point]:
     """Every point of the profile's sweep, knob by knob (zero-shot first within a data set)."""
     return [Point(float(x), int(d), row, None if row == ZERO_SHOT else int(k))
             for x in sorted(profile.confounding_sweep) for d in profile.sweep_data_seeds
             for row in ROWS for k in ((None,) if row == ZERO_SHOT else profile.sweep_seeds)]
 
 
-def generate_and_mine(profile: Profile, out: Path, confounding: float, data_seed: int, sizes=None) -> None:
+def generate_and_mine(profile: "Profile", out: Path, confounding: float, data_seed: int, sizes=None) -> None:
     """Generate a draw of (train, validation) products, the sweep's sizes unless `sizes` is given, and mine
     its entities, unless both are already there (also used by experiments/method_switches.py)."""
     from eiclip_core.entities.mine import mine_dataset
@@ -117,7 +120,7 @@ def generate_and_mine(profile: Profile, out: Path, confounding: float, data_seed
                      layout.entities_file(out), progress=False)
 
 
-def _train(profile: Profile, out: Path, row: str, seed: int, device: str) -> Path:
+def _train(profile: "Profile", out: Path, row: str, seed: int, device: str) -> Path:
     """A finished run of (row, seed): reused when its run directory says it is done with this config and
     these inputs (without loading the trainer), continued from its last checkpoint when it was killed
     mid-training, trained otherwise."""
@@ -163,7 +166,7 @@ def _result(path: Path, identity: dict, score) -> dict:
     return record
 
 
-def run_point(profile: Profile, folder: Path, point: Point, device="cpu") -> dict:
+def run_point(profile: "Profile", folder: Path, point: Point, device="cpu") -> dict:
     """One point's scored record {"identity", "metrics", "breakdown"}, trained and scored unless done."""
     from eiclip_core.model.checkpoint import checkpoint_id
     from eiclip_core.entities import load_artifact
@@ -194,7 +197,7 @@ class SweepRuns:
     breakdown: pd.DataFrame
 
 
-def run_sweep(profile: Profile, data_dir, device="cpu") -> SweepRuns:
+def run_sweep(profile: "Profile", data_dir, device="cpu") -> SweepRuns:
     """Every point of the profile's sweep (sweep_points), each trained and scored unless already done."""
     if profile.real_data or not profile.confounding_sweep:
         raise KitError(f"profile {profile.name!r}: no confounding sweep (real data has no knob)")

@@ -126,7 +126,7 @@ class TrainConfig(KitConfig):
     accum_steps: int = 1  # micro-batches per optimiser step (each its own contrastive batch)
     lr: float = 5e-5  # sec. 9; the backbone's
     # the modules EI-CLIP adds to the backbone (sec. 4-6) train at lr x this; 100 chosen on a separate seed
-    # (experiments/method_switches.py): at 1 and 10 they barely leave their initial state in 46 steps
+    # (experiments/method_switches.py compares 1, 10 and 100): lower scales barely move them in a quick-sized run
     new_module_lr_scale: float = 100.0
     weight_decay: float = 1e-4  # sec. 9; not applied to gains, biases and temperatures
     beta1: float = 0.9

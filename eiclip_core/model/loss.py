@@ -60,8 +60,8 @@ class EICLIPLoss(nn.Module):
         if entity_logits is not None:
             if value_ids is None:
                 raise KitError("EICLIPLoss: this row has the EALM, whose L_ent needs the batch's value ids")
-            # L_ent before L_itc: the order in which the graph was built when the model computed L_ent,
-            # so autograd sums gradients in the same order and runs stay bit-identical
+            # L_ent before L_itc: autograd sums gradients in the order the terms are added, and this order
+            # is the one the committed runs were made with, so they stay bit-identical
             loss_ent = entity_loss(entity_logits, value_ids, world_size=self.world_size)
         loss_itc = self.itc(out["image_features"], out["text_features"], out["logit_scale"])
         if loss_ent is None:

@@ -59,8 +59,8 @@ PROFILES = {
         harm_data_seeds=(0, 1), swap_queries=16,
     ),
     # one pass over 3000 products (46 optimiser steps), so that the whole run fits in 20 minutes on 2 CPU
-    # cores; validation recall at steps 16, 32 and 46 (one evaluation of the 600 products costs about 4
-    # training steps, bench/validation.py)
+    # cores; validation recall at steps 16, 32 and 46 (bench/validation.py measures one evaluation of the
+    # 600 products against a training step)
     "quick": Profile(
         name="quick", n_train_products=3000, n_val_products=600, image_size=64,
         rows=(BASELINE, METHOD), seeds=(0, 1),
@@ -68,7 +68,7 @@ PROFILES = {
         sample100_queries=600, confounding_sweep=(0.0, 0.5, 1.0), sweep_products=(800, 300), sweep_epochs=2,
         harm_data_seeds=(0, 1, 2),
     ),
-    # issue 14's question at a size that can answer it: does EI-CLIP beat CLIP-FT where the confounder
+    # the sweep's question at a size that can answer it: does EI-CLIP beat CLIP-FT where the confounder
     # is (knob 1) and not where it is not (knob 0, the control)? 2 data seeds x 3 training seeds per knob,
     # quick-sized runs of 2 epochs; `quick`'s sweep is its small, one-seed version. Main table: runs at
     # knob 0.8 of the sweep's length, with validation recall at steps 23, 46, 69 and 92, the curves that

@@ -101,7 +101,7 @@ def run_notebook(source: Path, parameters: dict, reports_dir: Path) -> float:
     start = time.perf_counter()
     try:
         # shutdown_kernel="immediate": once the last cell has returned, every file the notebook writes is
-        # written (atomically, in its cells); a graceful shutdown only waits ~3 s for the interpreter to
+        # written (atomically, in its cells); a graceful shutdown only waits seconds for the interpreter to
         # tear down torch and open_clip's modules, in each of the five kernels.
         papermill.execute_notebook(
             str(source), str(running), parameters=parameters, kernel_name=KERNEL, cwd=str(PROJECT_ROOT),

@@ -197,8 +197,9 @@ def draw_glyph(image: np.ndarray, glyph: np.ndarray, ink) -> np.ndarray:
     """A uint8 copy of the float image with a small bool glyph (an icon, such as a brand mark: (3, 3))
     drawn in `ink` in the lower right corner, one cell = 1/16 of the image side, one cell from the edges.
 
-    1/16, not smaller: at 64 pixels and the default 8-pixel patches a mark of 2-pixel cells was not
-    recoverable from image features (a linear probe of the brand was at the majority baseline)."""
+    1/16, not smaller: at 64 pixels and the default 8-pixel patches a mark of 2-pixel cells is not
+    recoverable from image features (the linear probe, eiclip_core.evaluation.linear_probe, reads such a brand
+    at the majority baseline)."""
     cell = max(1, image.shape[0] // 16)
     pixels = np.kron(glyph, np.ones((cell, cell), bool))
     top, left = (image.shape[i] - pixels.shape[i] - cell for i in (0, 1))
