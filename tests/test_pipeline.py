@@ -1,6 +1,7 @@
 """The papermill pipeline: parameters are checked, a failing notebook is named and leaves reports intact."""
 import dataclasses
 import json
+import os
 
 import nbformat
 import pytest
@@ -74,6 +75,24 @@ def test_successful_notebook_lands_in_reports(tmp_path):
     assert "x = 7" in executed.cells[1].source  # papermill's injected parameters
     meta = executed.metadata.papermill  # no machine paths in a committed report
     assert (meta.input_path, meta.output_path) == ("01_ok.ipynb", "reports/01_ok.ipynb")
+
+
+def test_the_kernel_runs_without_progress_bars_and_this_process_keeps_its_environment(tmp_path, monkeypatch):
+    """An executed report holds results, not progress bars: the kernel sees TQDM_DISABLE=1, and the
+    caller's environment is as it was afterwards."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    source = _notebook(tmp_path / "01_bars.ipynb", [
+        "import os\nimport eiclip_core\nfrom tqdm.auto import tqdm\nprint(os.environ.get('TQDM_DISABLE'))\n"
+        "list(tqdm(range(3)))"])
+    _run_in(tmp_path, source, reports)
+    executed = nbformat.read(reports / "01_bars.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any(o.get("text") == "1\n" for o in outputs)
+    assert not any(o.get("name") == "stderr" or "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                   for o in outputs)
+    assert "TQDM_DISABLE" not in os.environ
 
 
 def test_seed_override_moves_every_seed_and_gets_its_own_folders():

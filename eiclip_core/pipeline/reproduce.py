@@ -11,8 +11,10 @@ failing cell and the error; the reports folder is then restored to what it was b
 so the reports of the notebooks before it are kept and nothing is half-overwritten.
 """
 import ast
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -103,9 +105,11 @@ def run_notebook(source: Path, parameters: dict, reports_dir: Path) -> float:
         # shutdown_kernel="immediate": once the last cell has returned, every file the notebook writes is
         # written (atomically, in its cells); a graceful shutdown only waits seconds for the interpreter to
         # tear down torch and open_clip's modules, in each of the five kernels.
-        papermill.execute_notebook(
-            str(source), str(running), parameters=parameters, kernel_name=KERNEL, cwd=str(PROJECT_ROOT),
-            progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr, shutdown_kernel="immediate")
+        with _kernel_without_progress_bars():
+            papermill.execute_notebook(
+                str(source), str(running), parameters=parameters, kernel_name=KERNEL, cwd=str(PROJECT_ROOT),
+                progress_bar=sys.stderr.isatty(), stdout_file=sys.stdout, stderr_file=sys.stderr,
+                shutdown_kernel="immediate")
         _record_paths_relative(running, source, output)
         running.replace(output)
     except PapermillExecutionError as e:
@@ -118,6 +122,22 @@ def run_notebook(source: Path, parameters: dict, reports_dir: Path) -> float:
         raise
     shutil.rmtree(snapshot, ignore_errors=True)
     return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _kernel_without_progress_bars():
+    """The kernel inherits TQDM_DISABLE=1: a report holds results, not hundreds of progress-bar outputs.
+    This process's own bars are unaffected (tqdm reads its environment once, when imported), so a person
+    at a terminal still sees papermill's bar over the cells."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TQDM_DISABLE"]
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
 
 def _record_paths_relative(executed: Path, source: Path, output: Path) -> None:
