@@ -2,17 +2,22 @@
 
 Everything is written to a temporary file in the destination folder, flushed to disk and renamed
 over the destination (rename is atomic on POSIX), so a crash or a failed run never leaves a
-half-written file where a reader expects a complete one. A folder that cannot be written (read-only,
-a file in its place, a full disk) is one KitError line naming the path, never a traceback.
+half-written file where a reader expects a complete one. Files that are only complete together (a
+data set) are written in a temporary folder and moved in at once (`staged_folder`). A folder that
+cannot be written (read-only, a file in its place, a full disk) is one KitError line naming the
+path, never a traceback.
 Reading: JSON files named in one line when missing or damaged, and a data file's identity (what a run
 record and the embedding cache key pin about their inputs).
 """
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from eiclip_core.errors import KitError
@@ -90,6 +95,133 @@ def atomic_path(dest):
         if isinstance(e, OSError) and e.errno in NO_SPACE:
             raise write_error(dest, e) from None
         raise
+
+
+STAGE_SUFFIX = ".partial"  # the temporary folders of staged_folder end so
+_STAGE_INSIDE = ".stage."  # prefix of one made inside an existing destination
+_held_locks = set()  # descriptors of the staged folders' locks this process holds
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a decoding worker): its copy of a lock would keep the folder locked after
+    the parent is killed, and the next run would take the stale folder for a live one."""
+    for fd in _held_locks:
+        os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+@contextlib.contextmanager
+def staged_folder(dest):
+    """Yield an empty temporary folder whose files appear in `dest` together when the block ends without
+    error; on an error, or if the process dies, `dest` gets none of them.
+
+    A `dest` that does not exist yet is the temporary folder itself, made beside it
+    (`.<name>.<random>.partial`) and renamed to it at the end: one atomic step. An existing `dest`
+    (made by the user, perhaps holding other files, perhaps the root of another disk) gets the
+    temporary folder inside it (`.stage.<random>.partial`, so on its file system) and its files are
+    renamed into `dest` one after another, with SIGINT and SIGTERM held back until the last; a file of
+    the same name already there is a KitError, never overwritten. The temporary folder is locked
+    (fcntl.flock) while its process lives, so the stale ones that killed runs left are removed first
+    (`remove_stale_stages`) and a live one never is. A KitError raised in the block names `dest`, not
+    the temporary folder.
+    """
+    dest = Path(dest)
+    remove_stale_stages(dest)
+    new = not dest.exists()
+    home = make_dir(dest.parent) if new else dest
+    stage, lock = _locked_stage(home, f".{dest.name}." if new else _STAGE_INSIDE)
+    try:
+        yield stage
+        _publish(stage, dest, new)
+    except KitError as e:
+        raise KitError(str(e).replace(str(stage), str(dest))) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # gone already when it became `dest`
+        _held_locks.discard(lock)
+        os.close(lock)
+
+
+def _locked_stage(home: Path, prefix: str) -> tuple:
+    """A new temporary folder in `home`, and the descriptor holding its lock. A cleanup that took the
+    lock first (the folder was not locked yet) has removed it: then another is made."""
+    while True:
+        try:
+            stage = tempfile.mkdtemp(prefix=prefix, suffix=STAGE_SUFFIX, dir=home)
+        except OSError as e:
+            raise write_error(home, e) from None
+        lock = os.open(stage, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isdir(stage) and os.path.samestat(os.stat(stage), os.fstat(lock)):
+            _held_locks.add(lock)
+            return Path(stage), lock
+        os.close(lock)
+
+
+def _publish(stage: Path, dest: Path, new: bool) -> None:
+    """The files of `stage` into `dest` (see staged_folder)."""
+    if new:
+        try:
+            os.rename(stage, dest)  # an empty folder made meanwhile is replaced; one holding files is not
+        except OSError as e:
+            raise KitError(f"{dest}: appeared while it was being written; nothing was put in it "
+                           f"({e.strerror})") from None
+        return
+    names = sorted(os.listdir(stage))
+    there = [n for n in names if os.path.lexists(dest / n)]
+    if there:
+        raise KitError(f"{dest / there[0]}: appeared while it was being written; not overwritten")
+    with _signals_held():
+        for name in names:
+            os.rename(stage / name, dest / name)
+
+
+@contextlib.contextmanager
+def _signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+    """SIGINT and SIGTERM that arrive in the block take effect after it. Only the main thread may set
+    signal handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    previous = {s: signal.signal(s, lambda signum, frame: arrived.append(signum)) for s in signums}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        for s in arrived:
+            signal.raise_signal(s)
+
+
+def remove_stale_stages(dest) -> None:
+    """Remove the temporary folders of `staged_folder(dest)` that no live process holds (killed runs)."""
+    dest = Path(dest)
+    for home, prefix in ((dest.parent, f".{dest.name}."), (dest, _STAGE_INSIDE)):
+        if not home.is_dir():
+            continue
+        for entry in home.iterdir():
+            if entry.name.startswith(prefix) and entry.name.endswith(STAGE_SUFFIX) and not entry.is_symlink() \
+                    and entry.is_dir():
+                _remove_unless_locked(entry)
+
+
+def _remove_unless_locked(folder: Path) -> None:
+    try:
+        lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: a run is writing it
+        os.close(lock)
+        return
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(lock)
 
 
 def write_text(dest, text: str) -> None:

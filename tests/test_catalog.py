@@ -611,3 +611,384 @@ def test_disk_too_small_for_the_images_is_one_line_exit_2_and_nothing_written(tm
     assert re.fullmatch(rf"error: {out}/train\.h5: no space left on device \(needs about 1 MiB, 0 MiB free\)",
                         lines[-1]), lines
     assert not out.exists() or not any(out.iterdir())
+
+
+# ------------------------------------------------------------------------ outputs, whole or not at all
+
+
+def one_error_line(capsys) -> str:
+    """The single error line of a command that failed (a progress bar may have drawn itself first)."""
+    lines = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    errors = [line for line in lines if line.startswith("error")]
+    assert errors == [lines[-1]] and "Traceback" not in "\n".join(lines), lines
+    return lines[-1]
+
+
+@pytest.mark.parametrize("target", ["the table", "a link to the table", "the mapping", "an image",
+                                    "the images folder", "the out folder", "a file under out"])
+def test_the_skip_report_never_overwrites_an_input_or_an_output(tmp_path, capsys, target):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    out = tmp_path / "out"
+    (tmp_path / "link.csv").symlink_to(table)
+    report = {"the table": table, "a link to the table": tmp_path / "link.csv", "the mapping": mapping,
+              "an image": images / "p0" / "v0.jpg", "the images folder": images / "bad.csv",
+              "the out folder": out, "a file under out": out / "train.h5"}[target]
+    inputs = {p: p.read_bytes() for p in (table, mapping, images / "p0" / "v0.jpg")}
+    assert run_cli(table, "--images", images, "--out", out, "--map", mapping, "--skip-bad", report,
+                   "--image-size", 16) == 2
+    err = one_error_line(capsys)
+    assert f"--skip-bad {report}" in err, err
+    assert {p: p.read_bytes() for p in inputs} == inputs and not out.exists()
+    assert not (images / "bad.csv").exists()
+
+
+def test_an_out_folder_whose_files_would_overwrite_an_input_is_refused(tmp_path, capsys):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)  # the table is shop/products.csv
+    before = table.read_bytes()
+    assert run_cli(table, "--images", images, "--out", table.parent, "--map", mapping, "--image-size", 16) == 2
+    err = one_error_line(capsys)
+    assert f"--out {table.parent}" in err and "products.csv" in err and "table" in err, err
+    assert table.read_bytes() == before and not (table.parent / "train.h5").exists()
+    assert run_cli(table, "--images", images, "--out", images / "data", "--map", mapping, "--image-size", 16) == 2
+    assert "images folder" in one_error_line(capsys) and not (images / "data").exists()
+
+
+def test_the_skip_report_takes_any_product_id_and_is_checked_before_anything_is_written(tmp_path, capsys):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    text = table.read_text(encoding="utf-8").replace("SKU-004", "SKU-\udce9")  # an id that is not UTF-8
+    table.write_bytes(text.encode("utf-8", "surrogateescape"))
+    report, out = tmp_path / "bad.csv", tmp_path / "out"
+    report.mkdir()
+    assert run_cli(table, "--images", images, "--out", out, "--map", mapping, "--skip-bad", report,
+                   "--image-size", 16) == 2
+    err = one_error_line(capsys)
+    assert f"--skip-bad {report}" in err and "folder" in err and not out.exists()
+    report.rmdir()
+    assert run_cli(table, "--images", images, "--out", out, "--map", mapping, "--skip-bad", report,
+                   "--image-size", 16) == 0
+    listed = list(csv.DictReader(report.open(encoding="utf-8")))
+    assert [(r["row"], r["product"]) for r in listed] == [("5", "SKU-\\xe9")] and "not UTF-8" in listed[0]["problem"]
+    assert json.loads((out / "import_report.json").read_text())["counts"]["bad_products"] == 1
+
+
+def _finish_then_interrupt_the_last_file(monkeypatch):
+    """The second split file is interrupted once its columns are written, the first being complete."""
+    from eiclip_core.data import writer
+
+    real, finished = writer.FashionGenWriter.finish, []
+
+    def finish(self):
+        real(self)
+        finished.append(self)
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer.FashionGenWriter, "finish", finish)
+    return finished
+
+
+def test_a_data_set_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=8)
+    settings = ImportSettings(image_size=16, val_fraction=0.25)
+    finished = _finish_then_interrupt_the_last_file(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        import_catalog(table, images, tmp_path / "out", mapping, settings=settings)
+    assert len(finished) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["shop"]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    finished.clear()
+    with pytest.raises(KeyboardInterrupt):
+        import_catalog(table, images, existing, mapping, settings=settings)
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+def test_the_temporaries_of_a_killed_import_are_removed_by_the_next_one_and_a_live_imports_kept(tmp_path):
+    import fcntl
+
+    from eiclip_core.io import STAGE_SUFFIX
+
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    out = tmp_path / "out"
+    killed = tmp_path / f".out.killed{STAGE_SUFFIX}"  # what a killed run leaves beside a new --out
+    killed.mkdir()
+    (killed / ".train.h5.x1.tmp").write_bytes(b"half")
+    live = tmp_path / f".out.live{STAGE_SUFFIX}"  # a run still writing: it holds the folder's lock
+    live.mkdir()
+    held = os.open(live, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        import_catalog(table, images, out, mapping, settings=ImportSettings(image_size=16, val_fraction=0.34))
+        assert not killed.exists() and live.is_dir()
+    finally:
+        os.close(held)
+    assert sorted(p.name for p in out.iterdir()) == ["import_report.json", "products.csv", "train.h5",
+                                                     "validation.h5"]
+    existing = tmp_path / "existing"  # an --out that exists: the temporary folder is made inside it
+    (existing / f".stage.killed{STAGE_SUFFIX}").mkdir(parents=True)
+    (existing / ".train.h5.x2.tmp").write_bytes(b"half")  # a temporary file of an older, killed import
+    import_catalog(table, images, existing, mapping, settings=ImportSettings(image_size=16, val_fraction=0.34))
+    assert sorted(p.name for p in existing.iterdir()) == ["import_report.json", "products.csv", "train.h5",
+                                                          "validation.h5"]
+
+
+def test_a_signal_while_files_move_into_an_existing_folder_takes_effect_once_all_are_in(tmp_path, monkeypatch):
+    import signal
+
+    from eiclip_core import io
+
+    class Stopped(Exception):
+        pass
+
+    def stop(*_):
+        raise Stopped
+
+    dest = tmp_path / "existing"
+    dest.mkdir()
+    rename = os.rename
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(Stopped), io.staged_folder(dest) as stage:
+            for name in ("a.h5", "b.h5", "c.json"):
+                (stage / name).write_text(name)
+            # each file moved in is followed by a SIGTERM (what `timeout` and schedulers send)
+            monkeypatch.setattr(os, "rename", lambda a, b: rename(a, b) or os.kill(os.getpid(), signal.SIGTERM))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert sorted(p.name for p in dest.iterdir()) == ["a.h5", "b.h5", "c.json"]
+
+
+def test_a_killed_runs_forked_child_does_not_keep_its_temporary_folder_locked(tmp_path):
+    """A decoding worker outliving its killed parent must not make the stale folder look live."""
+    import signal
+
+    from eiclip_core import io
+
+    code = ("import os, signal, sys, time; from eiclip_core import io\n"
+            "with io.staged_folder(sys.argv[1]) as stage:\n"
+            "    child = os.fork()\n"
+            "    if child == 0:  # lets go of the output pipes, so that run() returns\n"
+            "        null = os.open(os.devnull, os.O_RDWR); os.dup2(null, 1); os.dup2(null, 2)\n"
+            "        time.sleep(60); os._exit(0)\n"
+            "    print(stage, child, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out")], capture_output=True, text=True,
+                          env=env, timeout=60)
+    stage, child = done.stdout.split()
+    try:
+        assert done.returncode == -signal.SIGKILL and Path(stage).is_dir()
+        io.remove_stale_stages(tmp_path / "out")
+        assert not Path(stage).exists()
+    finally:
+        os.kill(int(child), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_an_import_killed_with_sigkill_is_cleaned_up_by_the_next_run(tmp_path):
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=12)
+    out = tmp_path / "out"
+    code = ("import os, signal, sys; from eiclip_core.data import writer; from eiclip_core.cli import main\n"
+            "real = writer.FashionGenWriter.add\n"
+            "def add(self, *a, **k):\n"
+            "    real(self, *a, **k)\n"
+            "    if self.n_products == 3: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "writer.FashionGenWriter.add = add\n"
+            f"main(['import-catalog', {str(table)!r}, '--images', {str(images)!r}, '--map', {str(mapping)!r}, "
+            f"'--out', {str(out)!r}, '--image-size', '16', '--processes', '2'])\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == -9, done.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    assert run_cli(table, "--images", images, "--out", out, "--map", mapping, "--image-size", 16) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "shop"]
+
+
+@pytest.mark.slow
+def test_a_decoding_process_that_dies_stops_the_import_in_one_line(tmp_path, monkeypatch, capsys):
+    import signal
+
+    from eiclip_core.data import images as images_module
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: the import decodes in its own process")
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=12)
+    real = images_module.square_image
+
+    def dies_on_one_image(path, size):
+        if Path(path).parent.name == "p7" and multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)  # what the out-of-memory killer does
+        return real(path, size)
+
+    def hung(*_):
+        raise TimeoutError("import-catalog hung after its decoding process died")
+
+    monkeypatch.setattr(images_module, "square_image", dies_on_one_image)
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        code = run_cli(table, "--images", images, "--out", tmp_path / "out", "--map", mapping,
+                       "--image-size", 16, "--processes", 2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert code == 2
+    err = one_error_line(capsys)
+    assert "decoding process" in err and "SIGKILL" in err, err
+    assert not (tmp_path / "out").exists() and multiprocessing.active_children() == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shop"]
+
+
+# --------------------------------------------------------------------------------- images, text
+
+GREYS = np.array([[0, 1, 2, 63, 64, 127, 128, 129], [190, 200, 250, 253, 254, 255, 17, 99]] * 4, np.uint8)
+
+
+def _grey_image(mode: str) -> Image.Image:
+    """GREYS (8 x 8) in `mode`; every mode stands for the same greys."""
+    if mode in ("I;16", "I;16B"):  # 16-bit greys g x 257 (Pillow's convert to I;16B would clip them)
+        greys = (GREYS.astype(np.uint16) * 257).astype(">u2" if mode == "I;16B" else "<u2")
+        return Image.frombytes(mode, (8, 8), greys.tobytes())
+    if mode == "I":
+        return Image.fromarray(GREYS.astype(np.int32) * 257)
+    if mode == "1":
+        return Image.fromarray(GREYS >= 128).convert("1")
+    grey = Image.fromarray(GREYS)
+    if mode == "P":
+        return grey.convert("RGB").quantize(colors=256, method=Image.Quantize.MAXCOVERAGE)
+    if mode == "CMYK":
+        k = 255 - GREYS
+        return Image.fromarray(np.stack([np.zeros_like(k)] * 3 + [k], axis=2), "CMYK")
+    return grey.convert(mode)
+
+
+@pytest.mark.parametrize("mode,suffix", [("L", "png"), ("I;16", "png"), ("I;16B", "tif"), ("I", "tif"),
+                                         ("1", "png"), ("P", "png"), ("LA", "png"), ("RGBA", "png"),
+                                         ("CMYK", "tif"), ("RGB", "png")])
+def test_images_of_every_mode_become_8_bit_rgb(tmp_path, mode, suffix):
+    """16-bit greys are scaled to 8 bits (a 16-bit PNG was imported all white), the other modes converted."""
+    path = tmp_path / f"grey.{suffix}"
+    _grey_image(mode).save(path)
+    with Image.open(path) as im:
+        assert im.mode == mode
+    img = square_image(path, 8)
+    expected = np.where(GREYS >= 128, 255, 0) if mode == "1" else GREYS
+    assert img.dtype == np.uint8 and (img == expected[..., None]).all(), (mode, img[..., 0])
+
+
+def test_an_image_one_pixel_wide_is_imported_like_any_other(tmp_path):
+    line = Image.new("RGB", (1, 600), (200, 30, 40))
+    line.save(tmp_path / "line.png")
+    img = square_image(tmp_path / "line.png", 16)
+    assert img.shape == (16, 16, 3) and (img[:, 0] == 255).all() and (img[:, 8] == [200, 30, 40]).all()
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=4)
+    line.save(images / "p0" / "v0.jpg", format="PNG")  # the first product's picture: 1 x 600
+    assert run_cli(table, "--images", images, "--out", tmp_path / "out", "--map", mapping, "--image-size", 16) == 0
+
+
+def test_text_columns_hold_their_content_and_an_over_long_value_is_refused(tmp_path, capsys, monkeypatch):
+    """One long description does not make every row as wide as it (the file stays near its content), the
+    free-space check counts the text, and a value longer than check-data accepts is refused first."""
+    import shutil
+
+    from eiclip_core.data.h5file import READ_BYTES
+
+    long = " ".join(f"w{k}" for k in range(300_000))  # about 2 MB
+    row = ["SKU-100", "Long shirt", long, "", "Olive", "TOPS", "SHIRTS", "100% cotton", "p0/v0.jpg"]
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=30, rows={30: row})
+    out = tmp_path / "out"
+    assert run_cli(table, "--images", images, "--out", out, "--map", mapping, "--image-size", 16,
+                   "--val-fraction", 0.2) == 0
+    size = sum((out / f"{s}.h5").stat().st_size for s in ("train", "validation"))
+    assert size < 4 * len(long), size  # the description and the concatenated one, compressed or not
+    assert check_file(out / "train.h5") == [] and check_file(out / "validation.h5") == []
+    kept = {p.name: p.description for d in all_products(out).values() for p in d.products.itertuples()}
+    assert kept["Long shirt"] == long and kept["Red slim shirt 4"] == "Product 4. Regular fit."
+    # the free-space check counts the text: room for the pixels, not for the long description
+    pixels = sum(1 + k % 2 for k in range(30)) * 16 * 16 * 3 + 16 * 16 * 3
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: type("Usage", (), {"free": pixels + (5 << 19)})())
+    assert run_cli(table, "--images", images, "--out", tmp_path / "small", "--map", mapping, "--image-size", 16,
+                   "--val-fraction", 0.2) == 2
+    assert "no space left on device" in one_error_line(capsys) and not (tmp_path / "small").exists()
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    # a value over the rows check-data reads: refused before anything is written, naming the row
+    row[2] = "x" * (READ_BYTES + 1)
+    table, images, mapping = shop_catalog(tmp_path / "huge", n=6, rows={6: row})
+    assert run_cli(table, "--images", images, "--out", tmp_path / "huge-out", "--map", mapping,
+                   "--image-size", 16) == 2
+    err = one_error_line(capsys)
+    assert "row 7 (product SKU-100)" in err and "description" in err and "16 MiB" in err, err
+    assert not (tmp_path / "huge-out").exists()
+
+
+# ------------------------------------------------------------------------------- table layouts
+
+
+def test_table_layout_mistakes_are_one_line_naming_the_problem(tmp_path, capsys):
+    import pandas as pd
+
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    args = ["--images", images, "--map", mapping, "--image-size", 16]
+    lines = table.read_text(encoding="utf-8").splitlines()
+    twice = tmp_path / "twice.csv"  # two columns named "title": which one is meant?
+    twice.write_text("\n".join([lines[0] + ",title"] + [line + ",Other" for line in lines[1:]]) + "\n")
+    assert run_cli(twice, *args, "--out", tmp_path / "o1") == 2
+    err = one_error_line(capsys)
+    assert "'title'" in err and "twice" in err, err
+    trailing = tmp_path / "trailing.csv"  # a separator at the end of every row
+    trailing.write_text("\n".join([lines[0]] + [line + "," for line in lines[1:]]) + "\n")
+    assert run_cli(trailing, *args, "--out", tmp_path / "o2") == 2
+    err = one_error_line(capsys)
+    assert "one more field than the header" in err and "SKU-000" not in err.split(":")[0], err
+    frame = pd.read_csv(table, dtype=str, keep_default_na=False)
+    for cells, words in (([{"name": b} for b in frame.brand], ["struct", "'value'", "column 'brand'", "row 1"]),
+                         ([[("en", b)] for b in frame.brand], ["map", "column 'brand'", "row 1"])):
+        parquet = tmp_path / "cells.parquet"
+        if words[0] == "map":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            arrays = {c: pa.array(frame[c]) for c in frame.columns}
+            arrays["brand"] = pa.array(cells, type=pa.map_(pa.string(), pa.string()))
+            pq.write_table(pa.table(arrays), parquet)
+        else:
+            frame.assign(brand=cells).to_parquet(parquet)
+        assert run_cli(parquet, *args, "--out", tmp_path / "o3") == 2
+        err = one_error_line(capsys)
+        assert all(w in err for w in words) and "refused" in err, err
+    assert not any((tmp_path / f"o{k}").exists() for k in (1, 2, 3))
+
+
+def test_json_lines_split_on_newlines_only(tmp_path):
+    """U+2028 and U+0085 are valid raw inside a JSON string; str.splitlines() broke lines there."""
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    rows[2]["summary"] = "Two\u2028lines"
+    rows[3]["details"] = "Next\u0085line"
+    jsonl = tmp_path / "shop" / "products.jsonl"
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\r\n" for r in rows), encoding="utf-8")
+    import_catalog(jsonl, images, tmp_path / "out", mapping, settings=ImportSettings(image_size=16, val_fraction=0.34))
+    text = {p.name: p.description for d in all_products(tmp_path / "out").values() for p in d.products.itertuples()}
+    assert text["Red slim shirt 2"] == "Twolines. Regular fit."  # U+2028 dropped by the latin-1 policy
+    assert text["Blue slim trousers 3"] == "Product 3. Next line."  # U+0085, a control character: a space
+
+
+def test_odd_ids_seeds_and_process_counts_are_handled_in_one_line(tmp_path, capsys, monkeypatch):
+    import eiclip_core.data.importer as importer
+
+    table, images, mapping = shop_catalog(tmp_path / "shop", n=6)
+    digits = tmp_path / "digits.csv"  # "10³" passes str.isdigit() but not int()
+    digits.write_text(table.read_text(encoding="utf-8").replace("SKU-00", "10").replace("105,", "10³,"),
+                      encoding="utf-8")
+    assert run_cli(digits, "--images", images, "--map", mapping, "--out", tmp_path / "d", "--image-size", 16) == 0
+    source = {r["source_id"]: int(r["product_id"]) for r in csv.DictReader((tmp_path / "d" / "products.csv").open())}
+    assert source["10³"] == 6 and source["100"] == 1  # not all plain numbers: numbered in table order
+    assert run_cli(table, "--images", images, "--map", mapping, "--out", tmp_path / "s", "--seed", -1) == 2
+    assert "--seed -1: must be 0 or more" in one_error_line(capsys) and not (tmp_path / "s").exists()
+    asked, real = [], importer.load_products
+    monkeypatch.setattr(importer, "load_products",
+                        lambda tasks, processes: asked.append(processes) or real(tasks, processes))
+    assert run_cli(table, "--images", images, "--map", mapping, "--out", tmp_path / "p", "--processes", 200,
+                   "--image-size", 16) == 0
+    assert asked == [min(6, len(os.sched_getaffinity(0)))]

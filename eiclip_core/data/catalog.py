@@ -19,6 +19,7 @@ A field not mapped is empty in the files, never invented. Rows sharing a product
 (one row per image is fine) and must agree on every text field. Rows are numbered from 1 in table
 order (the header is not a row). A problem of a product is a problem of all its rows (`BadRow`).
 """
+import csv
 import gzip
 import io
 import json
@@ -129,7 +130,8 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     records = []
     # bytes that are not UTF-8 are kept as surrogates, so that the row holding them can be named
     text = _bytes_of(path).decode("utf-8-sig", errors="surrogateescape")
-    for i, line in enumerate(text.splitlines(), 1):
+    # lines end at "\n" only: str.splitlines() also splits at U+2028, U+0085..., which JSON strings may hold raw
+    for i, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
@@ -140,6 +142,23 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
             raise KitError(f"{path}: row {len(records) + 1} (line {i}): a JSON object was expected")
         records.append(rec)
     return pd.DataFrame.from_records(records)
+
+
+def _read_csv(path: Path, raw: bytes) -> pd.DataFrame:
+    """pandas' reading, refusing what it reads silently wrong: a header naming a column twice (read as
+    'title' and 'title.1': a mapping naming 'title' gets the first), and rows one field longer than the
+    header (read with their first field as an index: every column shifted)."""
+    table = pd.read_csv(io.BytesIO(raw), dtype=object, keep_default_na=False, encoding="utf-8-sig",
+                        encoding_errors="surrogateescape")
+    header = next(csv.reader(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig", errors="surrogateescape",
+                                              newline="")), [])
+    twice = next((name for k, name in enumerate(header) if name and name in header[:k]), None)
+    if twice is not None:
+        raise KitError(f"{path}: the header names column '{twice}' twice; rename one")
+    if not isinstance(table.index, pd.RangeIndex):
+        raise KitError(f"{path}: the rows have one more field than the header ({len(header)} columns): a "
+                       "separator at the end of every row? remove it, or name the last column")
+    return table
 
 
 def read_table(path) -> pd.DataFrame:
@@ -154,8 +173,7 @@ def read_table(path) -> pd.DataFrame:
     kind = path.name.lower().removesuffix(".gz").rsplit(".", 1)[-1]
     try:
         if kind == "csv":
-            table = pd.read_csv(io.BytesIO(_bytes_of(path)), dtype=object, keep_default_na=False,
-                                encoding="utf-8-sig", encoding_errors="surrogateescape")
+            table = _read_csv(path, _bytes_of(path))
         elif kind in ("jsonl", "json", "ndjson"):
             table = _read_jsonl(path)
         elif kind == "parquet":
@@ -210,19 +228,40 @@ def _tagged(items: list, language: str) -> list:
     return untagged + [d["value"] for d, t in zip(items, tags) if chosen and t == chosen]
 
 
+class CellError(ValueError):
+    """A cell holding what the kit does not read as text (see cell_values)."""
+
+
 def cell_values(value, language: str = "") -> list:
-    """The strings in one cell: a string, a number, a list, or language-tagged {"value": ...} dicts."""
+    """The strings in one cell: a string, a number, a list, or language-tagged {"value": ...} dicts.
+
+    CellError for a dict without a "value" key and for a map (Parquet map cells arrive as lists of
+    (key, value) tuples): read as text they would give nothing, or keys run into values."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return []
-    if isinstance(value, dict):
-        value = [value]
-    if isinstance(value, (list, tuple, np.ndarray)):
-        items = list(value)
-        dicts = [v for v in items if isinstance(v, dict) and "value" in v]
+    if isinstance(value, (dict, list, tuple, np.ndarray)):
+        items = [value] if isinstance(value, dict) else list(value)
+        if any(isinstance(v, tuple) for v in items):
+            raise CellError(f"holds a map ({_short(value)}); maps are refused: the kit reads text, lists of "
+                            "text and {'value': ...} structs")
+        if any(isinstance(v, dict) and "value" not in v for v in items):
+            raise CellError(f"holds a struct without a 'value' key ({_short(value)}), which is refused: the kit "
+                            "reads text, lists of text and {'value': ...} structs (language-tagged)")
+        dicts = [v for v in items if isinstance(v, dict)]
         plain = [v for v in items if not isinstance(v, dict)]
         return [s for v in plain + _tagged(dicts, language) for s in cell_values(v)]
     text = str(value).strip()
     return [text] if text else []
+
+
+def _short(value) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def escape_not_utf8(text: str) -> str:
+    """`text` with each byte that was not UTF-8 (kept as a surrogate) written \\xNN: savable as UTF-8."""
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
 
 
 def join_parts(parts: list, sentences: bool) -> str:
@@ -264,12 +303,20 @@ class Extracted:
     bad: list = field(default_factory=list)  # BadRow, one per row of each bad product
 
 
+def _cell(table, column: str, i: int, read=cell_values, *args) -> list:
+    """read(the cell of row index i in `column`, *args); a CellError names the row and the column."""
+    try:
+        return read(table[column].iat[i], *args)
+    except CellError as e:
+        raise CellError(f"row {i + 1}, column '{column}' {e}") from None
+
+
 def _row_record(table, i, mapping, policy) -> tuple:
     text = {}
     for f, cols in mapping.fields.items():
-        parts = [s for c in cols for s in cell_values(table[c].iat[i], mapping.language)]
+        parts = [s for c in cols for s in _cell(table, c, i, cell_values, mapping.language)]
         text[f] = policy(join_parts(parts, f in SENTENCE_FIELDS))
-    paths = [p for c in mapping.image for p in image_paths(table[c].iat[i], mapping.image_separator)]
+    paths = [p for c in mapping.image for p in _cell(table, c, i, image_paths, mapping.image_separator)]
     return text, paths
 
 
@@ -297,12 +344,12 @@ def extract_products(table: pd.DataFrame, mapping: Mapping, images_dir: Path, po
     by_id, problems = {}, {}  # source id -> Product; source id -> (row, problem) of its first problem
     for i in tqdm(range(n_rows), desc="check rows", unit="row", leave=False):
         row = i + 1
-        pid = str(row) if mapping.product_id is None else " ".join(cell_values(table[mapping.product_id].iat[i]))
+        pid = str(row) if mapping.product_id is None else " ".join(_cell(table, mapping.product_id, i))
         text, paths = _row_record(table, i, mapping, policy)
         if not pid:
             pid = f"(row {row})"
             row_problems.setdefault(i, f"the product id ('{mapping.product_id}') is empty")
-        group = pid if mapping.split_group is None else " ".join(cell_values(table[mapping.split_group].iat[i]))
+        group = pid if mapping.split_group is None else " ".join(_cell(table, mapping.split_group, i))
         product = by_id.get(pid)
         if product is None:
             product = by_id[pid] = Product(pid, [], text, [], group or pid)
@@ -343,7 +390,8 @@ def assign_product_ids(products: list) -> str:
     """Set product_id: the source id when every id is a plain number that fits, else 1, 2, ... in
     table order. Returns the policy applied, for the report."""
     ids = [p.source_id for p in products]
-    numeric = all(s.isdigit() and len(s) <= 18 for s in ids) and len({int(s) for s in ids}) == len(ids)
+    # ASCII digits only: str.isdigit() also accepts "³", which int() refuses
+    numeric = all(s.isascii() and s.isdigit() and len(s) <= 18 for s in ids) and len({int(s) for s in ids}) == len(ids)
     for k, p in enumerate(products, 1):
         p.product_id = int(p.source_id) if numeric else k
     return "source ids kept" if numeric else "numbered 1, 2, ... in table order (source ids in products.csv)"

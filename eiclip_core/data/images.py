@@ -10,13 +10,19 @@ CPU per image). The ring also bounds the work in flight: a product is handed to 
 slots are free, so memory stays flat however large the catalog and however slow the writer
 (Pool.imap alone would queue every result of a slow consumer).
 
+A worker that dies (the out-of-memory killer, a SIGKILL) takes its tasks with it and the pool would
+wait for them forever: the parent watches its workers while it waits and stops with one line.
+
 Each image is turned the way the real Fashion-Gen 256 x 256 images look: EXIF rotation applied,
-transparency flattened on white, scaled so its longer side is P pixels (up or down), and centred on a
-white P x P square (product shots are on white). JPEGs are decoded at a reduced scale when that still
-gives at least P pixels (Pillow's draft mode), which is most of the speed on large photographs.
+converted to 8-bit RGB by its mode (16-bit greys scaled, transparency flattened on white), scaled
+so its longer side is P pixels (up or down; the shorter one keeps at least a pixel), and centred on
+a white P x P square (product shots are on white). JPEGs are decoded at a reduced scale when that
+still gives at least P pixels (Pillow's draft mode), which is most of the speed on large photographs.
 """
 import collections
+import itertools
 import multiprocessing
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -25,8 +31,18 @@ from multiprocessing import shared_memory
 import numpy as np
 from PIL import Image, ImageOps
 
+from eiclip_core.errors import KitError
+
 WHITE = (255, 255, 255)
 ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose follows
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # greys of 16 bits ("I": 32-bit, read as 16-bit greys)
+_ALPHA = ("RGBA", "LA", "PA", "RGBa")
+WATCH_SECONDS = 1.0  # how often the parent checks its decoding workers while it waits for one
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, which containers and schedulers restrict)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def draft_size(image_size: tuple, size: int) -> tuple:
@@ -44,10 +60,24 @@ def draft_size(image_size: tuple, size: int) -> tuple:
 def scaled_size(width: int, height: int, size: int) -> tuple:
     """(w, h) of a width x height image with its longer side scaled to `size`, rounded as ImageOps.pad does."""
     if width > height:
-        return size, round(height / width * size)
+        return size, max(1, round(height / width * size))
     if width < height:
-        return round(width / height * size), size
+        return max(1, round(width / height * size)), size
     return size, size
+
+
+def as_rgb(im: Image.Image) -> Image.Image:
+    """`im` as 8-bit RGB by its mode: 16-bit greys scaled to 8 bits (a plain convert clips them, and a
+    16-bit PNG comes out white), transparency flattened on white, every other mode converted."""
+    if im.mode in _SIXTEEN_BIT:
+        greys = np.asarray(im, dtype=np.int64).clip(0, 65535)
+        im = Image.fromarray(((greys + 128) // 257).astype(np.uint8), "L")  # 257 x g -> g: 8-bit greys kept
+    if im.mode in _ALPHA or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, WHITE)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return im.convert("RGB")
 
 
 def square_image(path, size: int) -> np.ndarray:
@@ -60,13 +90,7 @@ def square_image(path, size: int) -> np.ndarray:
         if im.getexif().get(ORIENTATION) in (5, 6, 7, 8):  # exif_transpose turns these a quarter
             width, height = height, width
         im.draft("RGB", draft_size(im.size, size))  # JPEG: decoded at 1/2, 1/4 or 1/8 when that is enough
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            im = Image.new("RGB", rgba.size, WHITE)
-            im.paste(rgba, mask=rgba.getchannel("A"))
-        else:
-            im = im.convert("RGB")
+        im = as_rgb(ImageOps.exif_transpose(im))
         # scaled to the size the full image would get (a draft's sides are rounded up, its aspect
         # ratio is not quite the image's), then centred by pad, which has nothing left to scale
         im = im.resize(scaled_size(width, height, size), Image.Resampling.BICUBIC)
@@ -182,7 +206,8 @@ def load_products(tasks, processes: int = 1, chunksize: int = 16, in_flight: int
     FashionGenWriter.add does).
     """
     tasks = list(tasks)  # (index, paths, size): small; the largest product sets the least ring size
-    if processes <= 1 or not tasks:
+    processes = min(processes, len(tasks))  # a worker without a product would only wait
+    if processes <= 1:
         yield from map(load_product, tasks)
         return
     n_slots = max([in_flight or 8 * processes * chunksize] + [len(paths) for _, paths, _ in tasks])
@@ -191,10 +216,15 @@ def load_products(tasks, processes: int = 1, chunksize: int = 16, in_flight: int
     # it (see _SlotRing.close), and no new array (and its page faults) per product
     out = np.empty((max(len(paths) for _, paths, _ in tasks),) + ring.images.shape[1:], np.uint8)
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    before = set(multiprocessing.active_children())
     pool = multiprocessing.get_context(method).Pool(processes, initializer=_start_worker,
                                                     initargs=(ring.memory, ring.images.shape))
+    workers = [p for p in multiprocessing.active_children() if p not in before]  # started by Pool()
     try:
-        for result in pool.imap(load_product, ring.feed(tasks), chunksize=chunksize):
+        # chunks made here rather than by imap(chunksize=...), whose results (a generator) cannot be
+        # waited for with a timeout
+        chunks = pool.imap(_load_chunk, _chunked(ring.feed(tasks), chunksize))
+        for result in _watched(chunks, workers):
             if result.slots:
                 start, stop = result.slots
                 np.copyto(out[:stop - start], ring.images[start:stop])
@@ -206,3 +236,38 @@ def load_products(tasks, processes: int = 1, chunksize: int = 16, in_flight: int
         ring.close()
         pool.terminate()
         pool.join()
+
+
+def _chunked(tasks, size: int):
+    """Lists of `size` tasks (the last may be shorter), each taken from `tasks` only when needed."""
+    tasks = iter(tasks)
+    while chunk := list(itertools.islice(tasks, size)):
+        yield chunk
+
+
+def _load_chunk(tasks: list) -> list:
+    return [load_product(task) for task in tasks]
+
+
+def _watched(chunks, workers: list):
+    """The results of the pool's chunks, in order, checking every WATCH_SECONDS of waiting that no worker
+    has died: the pool replaces a dead worker but not the tasks it held, whose results would never come."""
+    while True:
+        try:
+            yield from chunks.next(timeout=WATCH_SECONDS)
+        except StopIteration:
+            return
+        except multiprocessing.TimeoutError:
+            dead = next((p for p in workers if p.exitcode is not None), None)
+            if dead is not None:
+                raise KitError(f"an image decoding process (pid {dead.pid}) {_death(dead.exitcode)}; the "
+                               "out-of-memory killer? try fewer --processes or a smaller --image-size") from None
+
+
+def _death(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            return f"was killed by signal {-exitcode} ({signal.Signals(-exitcode).name})"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with status {exitcode}"

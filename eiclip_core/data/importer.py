@@ -12,11 +12,16 @@ in both files, and the same table, seed and fraction give the same files, byte f
 the number of processes.
 
 Bad input (a missing or unreadable image, empty name and description, a product id repeated with
-other text, a table that is not UTF-8, an image path outside the images folder) stops the import
-with one line naming the table row and the problem, exit status 2, nothing written. With
-`--skip-bad REPORT.csv` the bad products are left out and listed there (row, product, problem).
-Next to the files: import_report.json (counts, mapping, text changes, skipped rows) and
-products.csv (product id in the files, source id, split, images).
+other text, a table that is not UTF-8, an image path outside the images folder, a text value over
+the 16 MiB the kit reads at once) stops the import with one line naming the table row and the
+problem, exit status 2, nothing written. With `--skip-bad REPORT.csv` the bad products are left out
+and listed there (row, product, problem). Next to the files: import_report.json (counts, mapping,
+text changes, skipped rows) and products.csv (product id in the files, source id, split, images).
+
+Nothing is written until every output path is checked (import_outputs.py: no output overwrites an
+input or another output) and the free space counted (pixels and text). The four files are written
+in a temporary folder and moved into --out at once (io.staged_folder): an interrupted, failed or
+killed import leaves no file of the data set, and the next import removes what a killed one left.
 """
 import contextlib
 import csv
@@ -27,19 +32,23 @@ from pathlib import Path
 
 import numpy as np
 
-from eiclip_core.data.catalog import (FIELDS, assign_product_ids, bad_rows, check_columns, extract_products,
-                                      load_mapping, not_utf8_rows, read_table)
-from eiclip_core.data.images import load_products
+from eiclip_core.data.catalog import (FIELDS, CellError, assign_product_ids, bad_rows, check_columns,
+                                      escape_not_utf8, extract_products, load_mapping, not_utf8_rows, read_table)
+from eiclip_core.data.h5file import READ_BYTES
+from eiclip_core.data.images import load_products, usable_cpus
+from eiclip_core.data.import_outputs import check_outputs, remove_stale_temporaries
 from eiclip_core.data.latin1 import TextPolicy
 from eiclip_core.data.presets import PRESETS, prepare_preset
-from eiclip_core.data.writer import open_writer
+from eiclip_core.data.writer import TEXT_KEYS, open_writer, text_column_bytes
 from eiclip_core.errors import KitError
-from eiclip_core.io import check_free_space, write_json, write_text
+from eiclip_core.io import check_free_space, staged_folder, write_json, write_text
 from eiclip_core.layout import SPLITS
 from eiclip_core.protocols import sample100_unmeasurable  # torch-free: the importer never loads torch
 from eiclip_core.data.product_text import product_text
 
-_OCCUPIED = ("train.h5", "validation.h5", "entities.json", "runs")  # another data set lives here
+# per row besides its pixels and text: the numeric columns (24 bytes) and the image chunk's entry in
+# HDF5's chunk index (about 70)
+ROW_BYTES = 128
 
 
 @dataclass
@@ -57,6 +66,8 @@ class ImportSettings:
             raise KitError(f"--image-size {self.image_size}: must be between 16 and 1024 pixels")
         if self.processes < 1:
             raise KitError(f"--processes {self.processes}: must be at least 1")
+        if self.seed < 0:
+            raise KitError(f"--seed {self.seed}: must be 0 or more")
 
 
 @dataclass
@@ -103,13 +114,44 @@ def with_concat_description(text: dict) -> dict:
 def _read(table_path, images_dir, mapping_path, preset, policy) -> tuple:
     table = read_table(table_path)
     row_problems = not_utf8_rows(table)
-    if preset is not None:
-        table, preset_problems, mapping = prepare_preset(preset, table, images_dir, table_path)
-        row_problems = {**preset_problems, **row_problems}
-    else:
-        mapping = load_mapping(mapping_path)
-    check_columns(table, mapping, table_path)
-    return table, mapping, extract_products(table, mapping, images_dir, policy, row_problems)
+    try:
+        if preset is not None:
+            table, preset_problems, mapping = prepare_preset(preset, table, images_dir, table_path)
+            row_problems = {**preset_problems, **row_problems}
+        else:
+            mapping = load_mapping(mapping_path)
+        check_columns(table, mapping, table_path)
+        return table, mapping, extract_products(table, mapping, images_dir, policy, row_problems)
+    except CellError as e:  # a column's kind, not one product's problem: the whole table is refused
+        raise KitError(f"{table_path}: {e}") from None
+
+
+def _set_aside_over_long(extracted) -> None:
+    """Products with a text value longer than READ_BYTES, the most check-data and the reader read of a
+    row at once, become bad rows. Latin-1: a character is a byte."""
+    kept = []
+    for product in extracted.products:
+        text = with_concat_description(product.text)
+        field = next((f for f, v in text.items() if len(v) > READ_BYTES), None)
+        if field is None:
+            kept.append(product)
+        else:
+            extracted.bad += bad_rows(product, product.rows[0], f"text over {READ_BYTES >> 20} MiB (its {field}: "
+                                      f"{len(text[field]):,} bytes), more than the kit reads at once")
+    extracted.products = kept
+
+
+def _bytes_needed(splits: dict, image_size: int) -> int:
+    """What both files take at most: pixels, text columns as the writer stores them, the numeric columns
+    (products whose images turn out bad only take rows away)."""
+    total = 0
+    for products in splits.values():
+        views = np.array([len(p.images) for p in products], np.int64)
+        texts = [with_concat_description(p.text) for p in products]
+        total += int(views.sum()) * (image_size ** 2 * 3 + ROW_BYTES)
+        total += sum(text_column_bytes(np.array([len(t.get(f, "")) for t in texts], np.int64), views)
+                     for f in TEXT_KEYS)
+    return total
 
 
 def _first_problem(table_path, bad: list) -> KitError:
@@ -119,14 +161,6 @@ def _first_problem(table_path, bad: list) -> KitError:
                     + (more if len({b.product for b in bad}) > 1 else ""))
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise KitError(f"--out {out}: is a file, expected a folder")
-    held = [name for name in _OCCUPIED if (out / name).exists()]
-    if held:
-        raise KitError(f"--out {out}: already holds a data set ({held[0]}); import into a new folder")
-
-
 def _write_splits(splits: dict, out: Path, settings: ImportSettings, table_path, skip: bool) -> tuple:
     """Decode every product's images and write both files; returns (written per split, bad rows)."""
     from tqdm.auto import tqdm
@@ -134,12 +168,11 @@ def _write_splits(splits: dict, out: Path, settings: ImportSettings, table_path,
     order = [(s, p) for s in SPLITS for p in splits[s]]
     tasks = ((k, p.images, settings.image_size) for k, (_, p) in enumerate(order))
     written, bad = {s: [] for s in SPLITS}, []
-    n_images = sum(len(p.images) for _, p in order)
-    check_free_space(out / f"{SPLITS[0]}.h5", n_images * settings.image_size ** 2 * 3)  # both files' pixels
+    processes = min(settings.processes, usable_cpus(), len(order))  # more would only wait
     with contextlib.ExitStack() as stack:
         writers = {s: stack.enter_context(open_writer(out / f"{s}.h5", settings.image_size)) for s in SPLITS}
         # closed first on any error: the workers stop before the temporary files are removed
-        results = stack.enter_context(contextlib.closing(load_products(tasks, settings.processes)))
+        results = stack.enter_context(contextlib.closing(load_products(tasks, processes)))
         for result in tqdm(results, total=len(order), desc="import", unit="product"):
             split, product = order[result.index]
             if result.images is None:
@@ -173,35 +206,33 @@ def import_catalog(table_path, images_dir, out, mapping_path=None, preset=None, 
         raise KitError(f"--preset {preset}: unknown preset (choose from {', '.join(PRESETS)})")
     if not images_dir.is_dir():
         raise KitError(f"--images {images_dir}: not a folder")
-    _check_out(out)
+    check_outputs(out, skip_bad, table_path, mapping_path, images_dir)
     policy = TextPolicy()
     table, mapping, extracted = _read(table_path, images_dir, mapping_path, preset, policy)
+    _set_aside_over_long(extracted)
     if extracted.bad and skip_bad is None:
         raise _first_problem(table_path, extracted.bad)
     id_policy = assign_product_ids(extracted.products)
     splits = split_products(extracted.products, settings.val_fraction, settings.seed, table_path)
-    created = not out.exists()
-    try:
-        written, bad_images = _write_splits(splits, out, settings, table_path, skip_bad is not None)
-    except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # nothing written: not even the folder
-        raise
-    bad = sorted(extracted.bad + bad_images, key=lambda b: b.row)
-    counts = {"table_rows": len(table), "products": sum(len(v) for v in written.values()),
-              "bad_rows": len(bad), "bad_products": len({b.product for b in bad}),
-              **{s: {"products": len(written[s]), "images": sum(len(p.images) for p in written[s])}
-                 for s in SPLITS}}
-    paths = {s: out / f"{s}.h5" for s in SPLITS}
-    paths["products"] = out / "products.csv"
-    write_text(paths["products"], _products_csv(written))
+    check_free_space(out / f"{SPLITS[0]}.h5", _bytes_needed(splits, settings.image_size))
+    remove_stale_temporaries(out)
+    paths = {**{s: out / f"{s}.h5" for s in SPLITS}, "products": out / "products.csv",
+             "report": out / "import_report.json"}
     if skip_bad is not None:
         paths["skip_report"] = Path(skip_bad)
-        write_text(paths["skip_report"], _bad_csv(bad))
-    paths["report"] = out / "import_report.json"
-    report = _report(table_path, images_dir, preset, mapping, settings, counts, id_policy, policy, bad,
-                     paths.get("skip_report"))
-    write_json(paths["report"], report)
+    with staged_folder(out) as stage:
+        written, bad_images = _write_splits(splits, stage, settings, table_path, skip_bad is not None)
+        bad = sorted(extracted.bad + bad_images, key=lambda b: b.row)
+        counts = {"table_rows": len(table), "products": sum(len(v) for v in written.values()),
+                  "bad_rows": len(bad), "bad_products": len({b.product for b in bad}),
+                  **{s: {"products": len(written[s]), "images": sum(len(p.images) for p in written[s])}
+                     for s in SPLITS}}
+        report = _report(table_path, images_dir, preset, mapping, settings, counts, id_policy, policy, bad,
+                         paths.get("skip_report"))
+        write_text(stage / paths["products"].name, escape_not_utf8(_products_csv(written)))
+        write_json(stage / paths["report"].name, report)
+        if skip_bad is not None:  # before the data set moves in: a run killed in between leaves no data set
+            write_text(paths["skip_report"], escape_not_utf8(_bad_csv(bad)))
     return ImportResult(paths, report, bad)
 
 
@@ -256,9 +287,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/validation split")
     parser.add_argument("--image-size", type=int, default=256, help="P: images are P x P, padded with white")
     parser.add_argument("--processes", type=int, default=min(4, os.cpu_count() or 1),
-                        help="image decoding processes (default: up to 4)")
+                        help="image decoding processes (default: up to 4; at most one per CPU and per product)")
     parser.add_argument("--skip-bad", metavar="REPORT.csv",
-                        help="leave bad products out and list their rows here (default: stop at the first)")
+                        help="leave bad products out and list their rows here, a file outside the inputs and "
+                             "--out (default: stop at the first)")
 
 
 def run(args) -> int:

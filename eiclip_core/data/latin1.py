@@ -39,7 +39,7 @@ _SPACES = re.compile(r"\s+")
 
 
 def _is_latin1(s: str) -> bool:
-    return all(ord(c) < 256 for c in s)
+    return s.isascii() or max(s) <= "\xff"  # both in C: a Python loop over a long description is slow
 
 
 @lru_cache(maxsize=4096)

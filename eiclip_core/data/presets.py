@@ -37,7 +37,7 @@ class Preset:
 def _hm_prepare(table: pd.DataFrame, images_dir: Path):
     problems, paths = {}, []
     for i, article in enumerate(table["article_id"].map(lambda v: "".join(cell_values(v)))):
-        if article.isdigit() and len(article) <= 10:
+        if article.isascii() and article.isdigit() and len(article) <= 10:
             padded = article.zfill(10)
             paths.append(f"{padded[:3]}/{padded}.jpg")
         else:

@@ -7,8 +7,13 @@ image, the rows of a product contiguous. Images go to a resizable dataset chunke
 (the reader reads one row at a time) through a small buffer, so memory does not grow with the
 number of images. Nor with the text: a text column's fixed width is its longest value, known only at
 the end, so each value is spilled to an anonymous temporary file beside the output (`_TextSpill`) and
-read back by `finish`, which writes the columns in slices of rows. What stays in memory is a product's
-id and view count (16 bytes).
+read back by `finish`, which writes the columns in slices of at most SLICE_BYTES. What stays in memory
+is a product's id and view count (16 bytes).
+
+A fixed width gives every row the longest value's bytes: one 10 MB description would make each row
+of its column 10 MB. So a column whose longest value is over WIDE_TEXT_BYTES is stored as
+variable-length strings (which the reader accepts too), each row holding its own value; columns of
+product-sized text keep the fixed width of the real files.
 
 The file is written under a temporary name beside the destination and renamed over it only when
 complete (eiclip_core.io.atomic_path): an interrupted or failed write leaves no half-written file.
@@ -32,6 +37,19 @@ from eiclip_core.io import atomic_path
 # text key of a product record -> HDF5 key; `concat_description` and `pose` are optional
 TEXT_KEYS = {key[len("input_"):]: key for key in STRING_KEYS}
 WRITEBACK_BYTES = 256 * 2 ** 20  # images written between two requests to start writing them to disk
+# far above any product's text, and where a fixed-width column of 200k rows would take 3 GB
+WIDE_TEXT_BYTES = 16 << 10
+SLICE_BYTES = 64 << 20  # the most of a text column held at once while it is written
+_VLEN_ROW_BYTES = 48  # what HDF5 adds per variable-length value: a 16-byte reference and a heap object header
+
+
+def text_column_bytes(lengths: np.ndarray, views: np.ndarray) -> int:
+    """Bytes a text column takes in the file as FashionGenWriter stores it, from each product's value
+    length and number of views (one row per view)."""
+    width = int(lengths.max(initial=0))
+    if width <= WIDE_TEXT_BYTES:
+        return int(views.sum()) * max(1, width)
+    return int((lengths * views).sum()) + _VLEN_ROW_BYTES * int(views.sum())
 
 
 @contextlib.contextmanager
@@ -151,11 +169,16 @@ class FashionGenWriter:
         put("index_2", np.arange(self.n_rows, dtype=np.int64))  # 1-D, as in the real files
 
     def _put_strings(self, key: str, per_product, views: np.ndarray, slice_rows: int = 65536) -> None:
-        """(N, 1) fixed-width byte strings, one per row (a product's value on each of its rows), written
-        in slices so that a long column of long descriptions is never held whole."""
+        """(N, 1) byte strings, one per row (a product's value on each of its rows): fixed-width, or
+        variable-length over WIDE_TEXT_BYTES (see the module docstring); written in slices so that a
+        long column of long descriptions is never held whole."""
+        import h5py
+
         width = max(1, self._text.width[key])
-        dset = self._file.create_dataset(key, shape=(self.n_rows, 1), dtype=f"S{width}", track_times=False)
+        dtype = f"S{width}" if width <= WIDE_TEXT_BYTES else h5py.string_dtype("ascii")  # bytes kept as they are
+        dset = self._file.create_dataset(key, shape=(self.n_rows, 1), dtype=dtype, track_times=False)
+        slice_rows = max(1, min(slice_rows, SLICE_BYTES // width))
         per_row = (b for b, k in zip(per_product, views) for _ in range(k))
         for start in range(0, self.n_rows, slice_rows):
             block = [next(per_row) for _ in range(min(slice_rows, self.n_rows - start))]
-            dset[start:start + len(block)] = np.array(block, dtype=f"S{width}").reshape(-1, 1)
+            dset[start:start + len(block)] = np.array(block, dtype=dset.dtype).reshape(-1, 1)
