@@ -252,3 +252,37 @@ def file_identity(path) -> dict:
     except OSError as e:
         raise KitError(f"{path}: cannot read the file ({e.strerror})") from e
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def read_json_object(path, what: str, missing_hint: str = "") -> dict:
+    """`read_json`, and a JSON object at the top: a record read by key (a run's config.json, done.json) that
+    holds a list or a number is one line naming the file, never an AttributeError where it is used."""
+    content = read_json(path, what, missing_hint)
+    if not isinstance(content, dict):
+        raise KitError(f"{path}: {what} is not a JSON object (found a {type(content).__name__})")
+    return content
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what: str):
+    """Hold `folder`/.lock (fcntl.flock, non-blocking) while a process writes the folder: a second process
+    gets one line naming the folder, `what` it is and the holder's pid, instead of mixing its files with
+    the first one's. The lock goes when the file closes: at the end of the block, at exit, or when the
+    process dies. The file stays (removing it would let a third process lock a new file beside a holder)."""
+    import fcntl
+
+    lock_file = Path(folder) / ".lock"
+    make_dir(folder)  # a folder that is a file, or under one: one line naming it
+    try:
+        f = open(lock_file, "a+")
+    except OSError as e:
+        raise KitError(f"{lock_file}: cannot create the {what}'s lock file ({e.strerror})") from e
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise KitError(f"{folder}: {what} is in use by another process (pid {holder})") from None
+        f.seek(0), f.truncate(), f.write(str(os.getpid())), f.flush()
+        yield

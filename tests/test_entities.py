@@ -365,3 +365,30 @@ def test_span_examples_fall_back_to_texts_naming_fewer_types():
     assert example_rows([one, three, [], three, three, one, three, three], n=4) == [1, 3, 4, 6]
     assert example_rows([[], one, [], one, [(0, 2, "fit", "x")] + one], n=2) == [1, 4]
     assert example_rows([[], []]) == []
+
+
+@pytest.mark.parametrize("field, change, problem", [
+    ("splits.validation", lambda c: c["splits"].__setitem__("validation", 3), "splits['validation'] must be an object"),
+    ("splits", lambda c: c.__setitem__("splits", [1]), "'splits' must name at least one split"),
+    ("n_products", lambda c: c["splits"]["train"].__setitem__("n_products", "4"),
+     "splits['train']['n_products'] must be a whole number"),
+    ("product_id", lambda c: c["splits"]["train"].__setitem__("product_id", 4),
+     "splits['train']['product_id'] must be a list"),
+    ("value_ids", lambda c: c["splits"]["train"].__setitem__("value_ids", [0]),
+     "splits['train']['value_ids'] must be an object"),
+    ("value id", lambda c: c["splits"]["train"]["value_ids"]["brand"].__setitem__(0, "x"),
+     "splits['train']['value_ids']['brand'] must be a list of whole numbers"),
+    ("vocab", lambda c: c.__setitem__("vocab", 7), "vocab['brand'] missing"),
+    ("values", lambda c: c["vocab"]["brand"].__setitem__("values", 5), "vocab['brand']['values'] must be a list"),
+    ("coverage", lambda c: c["vocab"]["brand"].__setitem__("coverage", 5),
+     "vocab['brand']['coverage'] must be an object"),
+])
+def test_artifact_field_of_the_wrong_kind_is_one_line_naming_file_and_field(field, change, problem, tmp_path):
+    """A hand-edited artifact (a number where an object or a list belongs) is refused naming the file and
+    the field, never a TypeError from deep inside the checks."""
+    content = write_artifact(tmp_path / "ok.json", _content()).to_dict()
+    c = json.loads(json.dumps(content))
+    change(c)
+    (tmp_path / "bad.json").write_text(json.dumps(c))
+    with pytest.raises(KitError, match="^" + re.escape(f"{tmp_path / 'bad.json'}: {problem}")):
+        load_artifact(tmp_path / "bad.json")

@@ -180,3 +180,53 @@ def test_training_and_recall_figures():
     fig = figures.recall_figure(summary, ["i2t_r1", "t2i_r1"])
     assert [ax.get_title() for ax in fig.axes] == ["i2t_r1", "t2i_r1"]
     assert len(fig.axes[0].patches) == 2  # ours only: the published row is left out
+
+
+DOLLARS = "Was $25 - our #1 - now $19"  # two "$": mathtext would read "25 - our #1 - now " as a formula
+SHORT = "$5 #1 $9"  # an entity value short enough to be drawn whole where labels are shortened
+
+
+def _drawn_texts(fig, tmp_path, name):
+    """Every text of `fig` once drawn (tick labels exist only then), after saving it as a PNG."""
+    figures.save_figure(fig, tmp_path, name)
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text)]
+
+
+def _shows_dollars_as_text(texts, wanted: str = DOLLARS) -> bool:
+    """Some text shows `wanted`, and no text holding a "$" is mathtext (an escaped dollar is drawn as "$")."""
+    with_dollars = [t for t in texts if "$" in t]
+    return (any(wanted in t.replace(r"\$", "$").replace("\n", " ") for t in with_dollars)
+            and not any(matplotlib.cbook.is_math_text(t) for t in with_dollars))
+
+
+def test_catalog_text_with_dollars_is_drawn_as_text_not_mathtext(tmp_path):
+    """A catalog's names, descriptions and entity values are drawn as they are written: two "$" never start
+    matplotlib's mathtext (which fails on "#", so notebook 01 failed on such a catalog)."""
+    columns = ["brand", "category", "subcategory", "season", "composition", "gender", "department"]
+    products = pd.DataFrame({**{c: [SHORT, "tops"] for c in columns}, "text": [DOLLARS, "a shirt"],
+                             "rows": [range(0, 1), range(1, 2)]})
+    ds = type("Split", (), {"products": products, "image": lambda self, row: np.zeros((4, 4, 3), np.uint8),
+                            "__len__": lambda self: 2})()
+    assert _shows_dollars_as_text(_drawn_texts(figures.example_grid(ds, n_products=2)[0], tmp_path, "grid"))
+    assert _shows_dollars_as_text(_drawn_texts(figures.distributions_figure(products, [1, 1], "train"), tmp_path,
+                                               "distributions"), SHORT)
+    art = type("Artifact", (), {"types": ["brand"], "values": {"brand": [DOLLARS, "other"]},
+                                "prone": {"brand": [True, False]}, "prior": {"brand": np.array([0.5, 0.5])}})()
+    assert _shows_dollars_as_text(_drawn_texts(figures.priors_figure(art), tmp_path, "priors"))
+    cases = [{"query": 0, "text": DOLLARS, "top": [0, 1], "rank": 0, "label": "EI-CLIP"}]
+    fig = figures.retrieval_examples_figure(cases, lambda p: np.zeros((4, 4, 3), np.uint8))
+    assert _shows_dollars_as_text(_drawn_texts(fig, tmp_path, "retrieval"))
+    ex = {"text": DOLLARS, "type": "brand", "values": [DOLLARS, "other"], "attention": np.array([0.6, 0.4]),
+          "prior": np.array([0.5, 0.5]), "own": 0}
+    assert _shows_dollars_as_text(_drawn_texts(figures.attention_figure([ex]), tmp_path, "attention"))
+    by = pd.DataFrame([[0.2], [0.5]], index=[SHORT, "tops"], columns=["brand"])
+    fig = figures.gate_figure(np.full((4, 1), 0.5), ["brand"], by)
+    assert _shows_dollars_as_text(_drawn_texts(fig, tmp_path, "gates"), SHORT)
+    x = unit_rows(np.random.default_rng(0).normal(size=(20, 8))).astype(np.float32)
+    fig = figures.text_umap_figure({"ei-clip": x}, {"brand": np.array([SHORT, "b"] * 10)})
+    assert _shows_dollars_as_text(_drawn_texts(fig, tmp_path, "features"), SHORT)
+    values = {"brand": [DOLLARS, "other"]}
+    d = {"brand": x[:2]}
+    fig = figures.dictionary_figure(d, d, values, {"brand": [True, False]}, [("brand", 0)], ["red", "blue"], x[2:4],
+                                    ["colour", "colour"])
+    assert _shows_dollars_as_text(_drawn_texts(fig, tmp_path, "dictionaries"))

@@ -206,3 +206,26 @@ def test_unreadable_file_says_permission_denied(tmp_path, write_fashiongen_h5, c
     assert lines == [f"{path}: permission denied (cannot read the file)"]
     assert str(err.value) == lines[0] and code == 2
     assert "truncated" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# links: a key must be a dataset of this file, never a soft or external link to another object
+
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_hdf5_links_are_refused_like_external_storage(kind, tmp_path, write_fashiongen_h5, capsys):
+    """An external link makes the reader return another file's text; a soft link another key's. Both are
+    refused by name, as external storage and virtual datasets are, by check-data and the reader."""
+    other = write_fashiongen_h5(tmp_path / "other.h5", texts=[(b"Other name", b"Text of another file")] * 6)
+    path = write_fashiongen_h5(tmp_path / "linked.h5")
+    with h5py.File(path, "a") as f:
+        del f["input_description"]
+        f["input_description"] = (h5py.ExternalLink(str(other), "/input_description") if kind == "external"
+                                  else h5py.SoftLink("/input_name"))
+    target = f"an external link (to {other}:/input_description)" if kind == "external" else "a soft link (to /input_name)"
+    line = f"{path}: key 'input_description' is {target}, not a dataset of this file; the kit does not follow links"
+    assert check_file(path) == [line]
+    assert main(["check-data", str(path)]) == 2
+    assert capsys.readouterr().out.splitlines()[0] == line
+    with pytest.raises(KitError) as err:
+        FashionGen(path)
+    assert str(err.value) == line

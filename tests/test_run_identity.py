@@ -123,3 +123,114 @@ def test_resume_latest_without_a_checkpoint_says_it_starts_from_step_0(smoke, tm
     err = capsys.readouterr().err
     assert f"{run / 'checkpoints'}: no checkpoint found; training starts from step 0" in err.splitlines()
     assert json.loads((run / "done.json").read_text())["resumed_from"] is None
+
+
+@pytest.fixture(scope="module")
+def finished(smoke, tmp_path_factory):
+    """A finished one-step CLIP-FT run on the smoke data; tests copy it before changing it."""
+    return train(cfg_for(smoke, tmp_path_factory.mktemp("finished") / "run", row="clip-ft"), progress=False)
+
+
+def _copy_run(finished, dest):
+    """The finished run copied to `dest`, its recorded `out` following it (the one field naming the folder)."""
+    shutil.copytree(finished, dest)
+    record = json.loads((dest / "config.json").read_text())
+    record["config"]["out"] = str(dest)
+    (dest / "config.json").write_text(json.dumps(record))
+    return dest
+
+
+def _train_cli(smoke, run, capsys, *extra):
+    """`eiclip train` with the flags of cfg_for(smoke, run) as a user types them: (exit status, stdout, stderr)."""
+    from eiclip_core.cli import main
+    from test_train import flags
+
+    status = main(["train", "--no-progress", *flags(cfg_for(smoke, run, row="clip-ft")), *extra])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_a_finished_run_whose_model_was_deleted_is_not_reused(smoke, finished, tmp_path, capsys):
+    """Without final.pt a run is not finished (layout.run_finished): `train` never prints the old step count
+    as if it had reused it; it refuses in one line, and trains again from step 0 when asked to resume."""
+    run = _copy_run(finished, tmp_path / "run")
+    assert _train_cli(smoke, run, capsys)[0] == 0  # as it was: reused, nothing trained
+    (run / "final.pt").unlink()
+    status, out, err = _train_cli(smoke, run, capsys)
+    assert (status, out) == (2, "") and err.count("\n") == 1, (out, err)
+    assert err == f"error: {run}: run directory already holds a run (pass --resume latest, or another --out)\n"
+    status, out, err = _train_cli(smoke, run, capsys, "--resume", "latest")
+    assert status == 0 and f"{run / 'checkpoints'}: no checkpoint found; training starts from step 0" in err
+    assert (run / "final.pt").is_file() and out.startswith(f"{run}: 1 steps in ")
+
+
+@pytest.mark.parametrize("name", ["config.json", "done.json"])
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]"])
+def test_a_damaged_run_record_is_one_line_naming_the_file(name, damage, smoke, finished, tmp_path, capsys):
+    """A run's config.json or done.json that is not a JSON object: `train` (and `evaluate`, which reads
+    config.json) say so in one line naming the file, exit status 2, never a traceback."""
+    from eiclip_core import layout
+    from eiclip_core.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(smoke, data)
+    run = _copy_run(finished, layout.run_dir(data, "clip-ft", 0))
+    (run / name).write_text(damage)
+    what = "run config" if name == "config.json" else "run record"
+    problem = f"{what} is not a JSON object" if damage.startswith("[") else f"unreadable {what}"
+    status, out, err = _train_cli(smoke, run, capsys)
+    assert status == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {run / name}: {problem}")
+    if name == "config.json":
+        assert main(["evaluate", "--profile", "smoke", "--data-dir", str(data), "--device", "cpu",
+                     "--reports", str(tmp_path / "reports")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {run / name}: {problem}"), err
+
+
+def test_a_final_model_without_its_fields_is_one_line(tmp_path):
+    """final.pt holding an eiclip checkpoint that is not a run's model (a resume checkpoint copied over it,
+    say): load_run names the file and the missing fields."""
+    from eiclip_core.model.checkpoint import save_checkpoint
+    from eiclip_core.model.factory import load_run
+
+    save_checkpoint(tmp_path / "final.pt", {"config": {}, "step": 3})
+    with pytest.raises(KitError, match=r"final\.pt: not a run's trained model \(no ei_config, model, types\)$"):
+        load_run(tmp_path)
+
+
+def test_resume_accepts_the_fields_that_leave_the_numbers_alone_and_names_the_others(tmp_path):
+    """RESUME_MAY_DIFFER (validation file and interval, checkpoint interval and count, the folder) may change
+    on resume; any other change is refused naming each field with its recorded and its new value."""
+    from eiclip_core.io import write_json
+
+    record = {"config": TrainConfig(lr=1e-4).to_dict(), "entity_artifact_id": "a", "train_identity": {"size": 1}}
+    run = RunDirectory(tmp_path / "run")
+    write_json(run.config_file, {**record, "git_revision": "x", "world_size": 1})
+    safe = TrainConfig(lr=1e-4, val="validation.h5", eval_every=2, checkpoint_every=5, keep_checkpoints=3,
+                       out=str(tmp_path / "moved")).to_dict()
+    run.check_can_start({**record, "config": safe}, resume="latest")
+    changed = {**record, "config": TrainConfig(lr=0.5, seed=3).to_dict()}
+    with pytest.raises(KitError) as err:
+        run.check_can_start(changed, resume="latest")
+    assert str(err.value) == (f"{run.config_file}: resume needs the same config and inputs; this run differs in "
+                              "lr (0.0001 recorded, 0.5 here), seed (0 recorded, 3 here)")
+    with pytest.raises(KitError, match=r"differs in entity_artifact_id \('a' recorded, 'b' here\)$"):
+        run.check_can_start({**record, "entity_artifact_id": "b"}, resume="latest")
+
+
+@pytest.mark.slow  # a two-step run, then its second step again with validation
+def test_a_run_resumes_with_validation_and_checkpointing_changed_to_the_same_weights(smoke, tmp_path):
+    """Killed after its first checkpoint (here: its last step's files removed), a run resumed with validation
+    switched on and another checkpoint interval continues from that checkpoint to the same weights."""
+    base = train(cfg_for(smoke, tmp_path / "run", max_steps=2, checkpoint_every=1), progress=False)
+    weights = final_state(base)
+    (base / "final.pt").unlink()
+    (base / "done.json").unlink()
+    resumed = train(cfg_for(smoke, base, max_steps=2, checkpoint_every=2, eval_every=1,
+                            val=str(smoke / "validation.h5")), resume="latest", progress=False)
+    assert json.loads((resumed / "done.json").read_text())["resumed_from"] == "step_1.pt"
+    again = final_state(resumed)
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    rows = (resumed / "log.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_mean" in rows[0] and rows[2].split(",")[-1] != ""

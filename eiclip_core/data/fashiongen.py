@@ -21,7 +21,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from eiclip_core.data.h5file import error_reason, open_h5, row_pieces, storage_problem, unreadable_chunks
+from eiclip_core.data.h5file import (error_reason, link_problem, open_h5, row_pieces, storage_problem,
+                                     unreadable_chunks)
 from eiclip_core.errors import KitError
 from eiclip_core.data.product_text import product_text
 
@@ -171,11 +172,15 @@ _H5_ERRORS = (KeyError, OSError, RuntimeError, TypeError, ValueError)  # what h5
 
 
 def _open_datasets(f):
-    """key -> dataset for each required key that opens; a problem line for each one that does not."""
+    """key -> dataset for each required key that opens; a problem line for each one that does not (a link
+    is refused before it is followed: h5file.link_problem)."""
     datasets, problems = {}, []
     for k in REQUIRED_KEYS:
         try:
-            if k not in f:
+            link = link_problem(f, k)
+            if link:
+                problems.append(link)
+            elif k not in f:
                 problems.append(f"key '{k}' missing")
             elif not isinstance(f[k], h5py.Dataset):
                 problems.append(f"key '{k}' is a group, expected a dataset")

@@ -6,6 +6,7 @@ path named .h5 can be a FIFO that blocks whoever opens it. So, before any column
 
 - `open_h5` opens only readable regular files, and says which of "not found", "permission denied",
   "not a regular file" or "truncated or not HDF5" it is;
+- `link_problem` refuses a key that is a soft or external link rather than an object of this file;
 - `storage_problem` compares what a dataset declares (rows x row size) with what the file stores for
   it: every chunk written, contiguous storage covering the shape and inside the file, no external or
   virtual storage, no row above READ_BYTES nor chunk above MAX_CHUNK_BYTES;
@@ -100,6 +101,27 @@ def _chunk_problem(dset, key, file_size):
         return (f"key '{key}' declares {dset.shape[0]} rows but only {written} of its {needed} chunks are "
                 "stored (the others were never written and would read as fill values)")
     return None
+
+
+def link_problem(group, key: str):
+    """A line if `key` in `group` is a link (soft, external or user-defined) rather than an object stored
+    under that name in this file, else None (also when the name is absent). Asked before the key is
+    opened: opening follows the link, so an external link would read another file's data as this one's
+    and a soft link another key's, which is why links are refused like external storage."""
+    name = key.encode()
+    if not group.id.links.exists(name):
+        return None
+    kind = group.id.links.get_info(name).type
+    if kind == h5py.h5l.TYPE_HARD:
+        return None
+    if kind == h5py.h5l.TYPE_EXTERNAL:
+        file_name, target = group.id.links.get_val(name)
+        target = f"an external link (to {file_name.decode(errors='replace')}:{target.decode(errors='replace')})"
+    elif kind == h5py.h5l.TYPE_SOFT:
+        target = f"a soft link (to {group.id.links.get_val(name).decode(errors='replace')})"
+    else:
+        target = "a user-defined link"
+    return f"key '{key}' is {target}, not a dataset of this file; the kit does not follow links"
 
 
 def storage_problem(dset, key: str, file_size: int):

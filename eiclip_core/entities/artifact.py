@@ -119,7 +119,9 @@ def load_artifact(path) -> EntityArtifact:
 
 
 def _validate(c: dict, path) -> None:
-    """Structure checks that every reader relies on; KitError naming the file and the key."""
+    """Structure checks that every reader relies on; KitError naming the file and the key. Each field is
+    checked to be of its kind (object, list, whole number) before it is used, so a hand-edited file is
+    one line, never a TypeError from inside the checks."""
     def fail(msg):
         raise KitError(f"{path}: {msg}")
 
@@ -131,36 +133,62 @@ def _validate(c: dict, path) -> None:
     if not isinstance(c["types"], list) or not set(c["types"]) <= set(c["all_types"]):
         fail("'types' must be a list of types found in 'all_types'")
     for t in c["all_types"]:
-        v = c["vocab"].get(t) if isinstance(c["vocab"], dict) else None
-        if not isinstance(v, dict):
-            fail(f"vocab[{t!r}] missing")
-        for key in ("values", "counts", "prior", "prone", "prone_reason", "coverage"):
-            if key not in v:
-                fail(f"vocab[{t!r}] key {key!r} missing")
-        n = len(v["values"])
-        if n == 0 or v["values"][-1] != OTHER:
-            fail(f"vocab[{t!r}]['values'] must end with {OTHER!r}")
-        if len(set(v["values"])) != n:
-            fail(f"vocab[{t!r}]['values'] has duplicates")
-        for key in ("counts", "prior", "prone", "prone_reason"):
-            if len(v[key]) != n:
-                fail(f"vocab[{t!r}][{key!r}] has {len(v[key])} entries, 'values' has {n}")
-        prior = v["prior"]
-        if any(not isinstance(p, (int, float)) or p < 0 for p in prior) or not math.isclose(sum(prior), 1.0, abs_tol=1e-6):
-            fail(f"vocab[{t!r}]['prior'] is not a probability vector")
+        _validate_vocab(c["vocab"].get(t) if isinstance(c["vocab"], dict) else None, f"vocab[{t!r}]", fail)
     if not isinstance(c["splits"], dict) or not c["splits"]:
         fail("'splits' must name at least one split")
     for s, d in c["splits"].items():
-        for key in ("n_products", "product_id", "value_ids", "mentions"):
-            if key not in d:
-                fail(f"splits[{s!r}] key {key!r} missing")
-        n = d["n_products"]
-        if len(d["product_id"]) != n or len(d["mentions"]) != n:
-            fail(f"splits[{s!r}]: product_id/mentions lengths differ from n_products={n}")
-        for t in c["all_types"]:
-            ids = d["value_ids"].get(t)
-            if ids is None or len(ids) != n:
-                fail(f"splits[{s!r}]['value_ids'][{t!r}] missing or not {n} long")
-            size = len(c["vocab"][t]["values"])
-            if ids and (min(ids) < -1 or max(ids) >= size):
-                fail(f"splits[{s!r}]['value_ids'][{t!r}] out of range for {size} values")
+        _validate_split(d, f"splits[{s!r}]", {t: len(c["vocab"][t]["values"]) for t in c["all_types"]}, fail)
+
+
+def _is_whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _validate_vocab(v, where: str, fail) -> None:
+    """One type's vocabulary: its lists of equal length, ending with OTHER, and a probability prior."""
+    if not isinstance(v, dict):
+        fail(f"{where} missing")
+    for key in ("values", "counts", "prior", "prone", "prone_reason", "coverage"):
+        if key not in v:
+            fail(f"{where} key {key!r} missing")
+        if not isinstance(v[key], dict if key == "coverage" else list):
+            fail(f"{where}[{key!r}] must be {'an object' if key == 'coverage' else 'a list'}")
+    n = len(v["values"])
+    if n == 0 or v["values"][-1] != OTHER:
+        fail(f"{where}['values'] must end with {OTHER!r}")
+    if not all(isinstance(x, str) for x in v["values"]) or len(set(v["values"])) != n:
+        fail(f"{where}['values'] must be distinct strings")
+    for key in ("counts", "prior", "prone", "prone_reason"):
+        if len(v[key]) != n:
+            fail(f"{where}[{key!r}] has {len(v[key])} entries, 'values' has {n}")
+    prior = v["prior"]
+    if any(not isinstance(p, (int, float)) or p < 0 for p in prior) or not math.isclose(sum(prior), 1.0, abs_tol=1e-6):
+        fail(f"{where}['prior'] is not a probability vector")
+
+
+def _validate_split(d, where: str, sizes: dict, fail) -> None:
+    """One split: n_products, and per product an id, its mentions and a value index per type (-1 = missing)
+    within the vocabulary of `sizes[type]` values."""
+    if not isinstance(d, dict):
+        fail(f"{where} must be an object, got {type(d).__name__}")
+    for key in ("n_products", "product_id", "value_ids", "mentions"):
+        if key not in d:
+            fail(f"{where} key {key!r} missing")
+    n = d["n_products"]
+    if not _is_whole(n):
+        fail(f"{where}['n_products'] must be a whole number")
+    for key in ("product_id", "mentions"):
+        if not isinstance(d[key], list):
+            fail(f"{where}[{key!r}] must be a list")
+    if not isinstance(d["value_ids"], dict):
+        fail(f"{where}['value_ids'] must be an object")
+    if len(d["product_id"]) != n or len(d["mentions"]) != n:
+        fail(f"{where}: product_id/mentions lengths differ from n_products={n}")
+    for t, size in sizes.items():
+        ids = d["value_ids"].get(t)
+        if not isinstance(ids, list) or not all(_is_whole(i) for i in ids):
+            fail(f"{where}['value_ids'][{t!r}] must be a list of whole numbers")
+        if len(ids) != n:
+            fail(f"{where}['value_ids'][{t!r}] missing or not {n} long")
+        if ids and (min(ids) < -1 or max(ids) >= size):
+            fail(f"{where}['value_ids'][{t!r}] out of range for {size} values")

@@ -23,7 +23,7 @@ from eiclip_core.evaluation.results import (breakdown_table, published_records, 
                                             summary_table)
 from eiclip_core.evaluation.sample100 import sample100_unmeasurable
 from eiclip_core.evaluation.scoring import SPLIT, entity_breakdown, evaluate_embeddings
-from eiclip_core.io import write_json, write_text
+from eiclip_core.io import read_json_object, write_json, write_text
 from eiclip_core.model.checkpoint import checkpoint_id
 from eiclip_core.protocols import PROTOCOLS, ZERO_SHOT
 
@@ -61,7 +61,7 @@ def run_dirs(data_dir, rows, seeds, artifact_id: str) -> list[tuple[str, int, Pa
             if not layout.run_finished(d):
                 raise KitError(f"{d}: run not finished (no {' / '.join(layout.FINISHED_RUN_FILES)}); "
                                "train it with notebook 03 or `eiclip train`")
-            trained_on = json.loads((d / "config.json").read_text()).get("entity_artifact_id")
+            trained_on = read_json_object(d / "config.json", "run config").get("entity_artifact_id")
             if trained_on != artifact_id:
                 raise KitError(f"{d}: run trained on entity artifact {trained_on}, the data's is {artifact_id} "
                                "(train it again on this data)")

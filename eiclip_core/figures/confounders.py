@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from eiclip_core.evaluation.results import row_label
+from eiclip_core.figures.text import literal
 
 TYPE_COLOURS = dict(zip(("brand", "category", "subcategory", "composition", "season", "fit"),
                         ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
@@ -87,7 +88,7 @@ def _draw_values(ax, pts: np.ndarray, t: str, values: list, prone, chosen: list)
     ax.scatter(pts[flags, 0], pts[flags, 1], s=40, c=colour, marker="X", edgecolors="black", linewidths=0.6, zorder=2)
     for ct, ci in chosen:
         if ct == t:
-            ax.annotate(values[ci], pts[ci], fontsize=9, weight="bold", xytext=(4, 4), textcoords="offset points",
+            ax.annotate(literal(values[ci]), pts[ci], fontsize=9, weight="bold", xytext=(4, 4), textcoords="offset points",
                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": colour, "alpha": 0.85}, zorder=3)
 
 
@@ -144,7 +145,7 @@ def text_umap_figure(features: dict, labels: dict, seed: int = 0, top: int = 8):
             ax.scatter(xy[rest, 0], xy[rest, 1], s=6, c="lightgrey", label="other / missing")
             for j, v in enumerate(sorted(frequent)):
                 sel = (lab == v).to_numpy()
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(j % 10), label=str(v)[:18])
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=8, color=cmap(j % 10), label=literal(str(v)[:18]))
             ax.set_title(f"{row_label(m)}: coloured by {t}")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -165,7 +166,7 @@ def gate_figure(gates: np.ndarray, types, by_group: pd.DataFrame, group_name: st
     ax1.set_title("CESM gates per entity type (validation texts)")
     im = ax2.imshow(by_group.to_numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax2.set_xticks(range(by_group.shape[1]), list(by_group.columns), rotation=30)
-    ax2.set_yticks(range(by_group.shape[0]), [str(g)[:24] for g in by_group.index])
+    ax2.set_yticks(range(by_group.shape[0]), [literal(str(g)[:24]) for g in by_group.index])
     for (i, j), v in np.ndenumerate(by_group.to_numpy()):
         ax2.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
     ax2.set_title(f"mean gate per {group_name}")
@@ -188,11 +189,11 @@ def attention_figure(examples: list, top: int = 8):
         y = np.arange(len(order))
         ax.barh(y - 0.2, np.asarray(ex["attention"])[order], height=0.4, label="attention a_t")
         ax.barh(y + 0.2, np.asarray(ex["prior"])[order], height=0.4, color="lightgrey", label="prior P_t")
-        names = [ex["values"][i] + (" (own)" if i == ex["own"] else "") for i in order]
+        names = [literal(ex["values"][i]) + (" (own)" if i == ex["own"] else "") for i in order]
         ax.set_yticks(y, names, fontsize=8)
         ax.set_xlabel("weight")
         own = ex["values"][ex["own"]] if ex["own"] >= 0 else "unknown"
-        ax.set_title(f"own {ex['type']}: {own}\n" + textwrap.fill(ex["text"][:120], 44), fontsize=8)
+        ax.set_title(literal(f"own {ex['type']}: {own}\n" + textwrap.fill(ex["text"][:120], 44)), fontsize=8)
     axes[0, 0].legend(fontsize=8, loc="lower right")
     fig.suptitle("Where the intervention looks: attention over a dictionary for example queries")
     fig.tight_layout()

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 
 from eiclip_core.data.tables import ENTITY_COLUMNS
+from eiclip_core.figures.text import literal
 
 
 def _bars(ax, counts: pd.Series, title: str, top: int, by_count: bool = True):
     counts = counts.sort_values(ascending=False).head(top) if by_count else counts.sort_index(key=_season_key)
     counts = counts[::-1]
-    ax.barh([textwrap.shorten(str(i), 22) for i in counts.index], counts.values, color="#4c72b0")
+    ax.barh([literal(textwrap.shorten(str(i), 22)) for i in counts.index], counts.values, color="#4c72b0")
     ax.set_title(title, fontsize=10)
     ax.tick_params(labelsize=7)
 
@@ -55,7 +56,7 @@ def example_grid(ds, n_products: int = 6, max_views: int = 6, seed: int = 0, wid
         text = f"{p.brand} | {p.category} / {p.subcategory} | {p.season}\n{p.composition}\n\n{p.text}"
         axes[r, -1].axis("off")
         wrapped = "\n".join(textwrap.fill(part, width) if part else "" for part in text.split("\n"))
-        axes[r, -1].text(0, 0.5, wrapped, fontsize=7,
+        axes[r, -1].text(0, 0.5, literal(wrapped), fontsize=7,
                          va="center", family="monospace")
     fig.tight_layout()
     return fig, idx
@@ -71,7 +72,7 @@ def priors_figure(art, k: int = 10):
     for ax, t in zip(axes.flat, art.types):
         keep = list(range(min(k, len(art.values[t]) - 1))) + [len(art.values[t]) - 1]
         colours = ["#d62828" if art.prone[t][i] else "#457b9d" for i in keep]
-        ax.barh([art.values[t][i] for i in keep][::-1], art.prior[t][keep][::-1], color=colours[::-1])
+        ax.barh([literal(art.values[t][i]) for i in keep][::-1], art.prior[t][keep][::-1], color=colours[::-1])
         ax.set_title(f"{t} ({len(art.values[t])} values)")
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from eiclip_core.figures.text import literal
+
 LOSS_COLUMNS = (("loss", "total loss"), ("loss_itc", "L_itc"), ("loss_ent", "L_ent (EALM rows)"))
 
 
@@ -106,7 +108,7 @@ def retrieval_examples_figure(cases: list, image_of_product, title: str = ""):
     fig, axes = plt.subplots(len(cases), k + 2, figsize=(2 * (k + 2), 2.1 * len(cases)), squeeze=False)
     for line, case in zip(axes, cases):
         label = f"{case['label']}\n\n" if case.get("label") else ""
-        line[0].text(0, 0.5, label + textwrap.fill(case["text"][:160], 28), fontsize=7, va="center")
+        line[0].text(0, 0.5, literal(label + textwrap.fill(case["text"][:160], 28)), fontsize=7, va="center")
         line[0].axis("off")
         for rank, (ax, p) in enumerate(zip(line[1:], case["top"]), 1):
             ax.imshow(image_of_product(p))

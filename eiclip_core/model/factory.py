@@ -15,6 +15,9 @@ def load_run(run_dir, device="cpu"):
     """(EICLIP, Backbone, TrainConfig) of a finished run, from its final.pt (weights_only load)."""
     path = Path(run_dir) / "final.pt"
     payload = load_checkpoint(path, map_location="cpu")
+    missing = [k for k in ("config", "ei_config", "model", "types") if k not in payload]
+    if missing:  # a readable eiclip checkpoint of another kind (a resume point copied over it, say)
+        raise KitError(f"{path}: not a run's trained model (no {', '.join(missing)})")
     cfg = TrainConfig.from_dict(payload["config"], where=str(path))
     ei_cfg = EIConfig.from_dict(payload["ei_config"], where=str(path))
     backbone = load_backbone(cfg.backbone, cfg.pretrained, device="cpu", seed=cfg.seed)

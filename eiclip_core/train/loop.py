@@ -45,15 +45,14 @@ from eiclip_core.model.backbone import load_backbone
 from eiclip_core.model.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
+from eiclip_core.io import read_json_object
 from eiclip_core.model.loss import EICLIPLoss
 from eiclip_core.model.eiclip import EICLIP, build_eiclip
-from eiclip_core.train.run_directory import RunDirectory, run_record
+from eiclip_core.train.run_directory import RESUME_MAY_DIFFER, RunDirectory, run_record
 from eiclip_core.train.data import MicroBatch, TrainingData
 from eiclip_core.train.validation import is_eval_step
 
 LOSSES = ("loss", "loss_itc", "loss_ent")
-# config fields that leave the numbers alone (validation only reads the model: tests/test_validation_curve.py)
-RESUME_MAY_DIFFER = ("out", "checkpoint_every", "keep_checkpoints", "val", "eval_every")
 
 
 # --------------------------------------------------------------------------------------------- recipe
@@ -352,7 +351,7 @@ def config_from_args(args) -> TrainConfig:
 def run(args) -> int:
     cfg = config_from_args(args)
     out = train(cfg, resume=args.resume, progress=not args.no_progress)
-    done = json.loads((out / "done.json").read_text())
+    done = read_json_object(out / "done.json", "run record")
     if os.environ.get("RANK", "0") == "0":
         print(f"{out}: {done['steps']} steps in {done['seconds']} s on {done['device']}")
     return 0

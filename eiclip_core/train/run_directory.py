@@ -12,11 +12,7 @@ and that writes the run's files.
 
 Every rank may ask (is_done, check_can_start); only rank 0 locks and writes.
 """
-import contextlib
 import csv
-import fcntl
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +20,7 @@ from eiclip_core import layout
 from eiclip_core.model.checkpoint import save_checkpoint
 from eiclip_core.model.config import TrainConfig
 from eiclip_core.errors import KitError
-from eiclip_core.io import file_identity, make_dir, write_json, write_text
+from eiclip_core.io import file_identity, folder_lock, read_json_object, write_json, write_text
 from eiclip_core.evaluation.metrics import metric_keys
 
 LOG_FIELDS = ["step", "epoch", "loss", "loss_itc", "loss_ent", "lr", "logit_scale", "samples_per_s"]
@@ -38,6 +34,9 @@ def log_fields(config: dict) -> list:
 
 
 INPUT_KEYS = ("entity_artifact_id", "train_identity")  # what a run is made from besides its config
+# config fields that leave the numbers alone (validation only reads the model: tests/test_validation_curve.py),
+# so a resumed run may change them
+RESUME_MAY_DIFFER = ("out", "checkpoint_every", "keep_checkpoints", "val", "eval_every")
 
 
 def run_record(cfg: TrainConfig, artifact_id: str) -> dict:
@@ -67,7 +66,7 @@ class RunDirectory:
         is refused: reusing it would be a silent wrong result, training over it would lose it."""
         if not layout.run_finished(self.path):
             return False
-        saved = json.loads(self.config_file.read_text())
+        saved = read_json_object(self.config_file, "run config")
         if saved.get("config") != record["config"]:
             return False
         changed = [k for k in INPUT_KEYS if saved.get(k) != record[k]]
@@ -77,37 +76,21 @@ class RunDirectory:
         return True
 
     def check_can_start(self, record: dict, resume: str) -> None:
-        """A new run never overwrites another one; a resumed run must have the same record (run_record)."""
+        """A new run never overwrites another one; a resumed run must have the same record (run_record),
+        RESUME_MAY_DIFFER aside, or is refused naming each field that differs with both values."""
         if not self.config_file.exists():
             return
         if not resume:
             raise KitError(f"{self.path}: run directory already holds a run (pass --resume latest, or another --out)")
-        saved = json.loads(self.config_file.read_text())
-        changed = [k for k in record if saved.get(k) != record[k]]
+        changed = record_changes(read_json_object(self.config_file, "run config"), record)
         if changed:
-            raise KitError(f"{self.config_file}: {', '.join(changed)} differ from this run's; "
-                           "resume needs the same config and inputs")
+            raise KitError(f"{self.config_file}: resume needs the same config and inputs; this run differs in "
+                           + ", ".join(changed))
 
-    @contextlib.contextmanager
     def lock(self):
-        """Hold the directory's lock file while training in it (non-blocking): a second process on the
-        same --out gets one line naming the holder's pid instead of interleaving the log.
-        The lock is released when the file closes, at exit or when the process dies."""
-        lock_file = self.path / ".lock"
-        make_dir(self.path)  # an --out that is a file, or under one: one line naming it
-        try:
-            f = open(lock_file, "a+")
-        except OSError as e:
-            raise KitError(f"{lock_file}: cannot create the run directory's lock file ({e.strerror})") from e
-        with f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "unknown"
-                raise KitError(f"{self.path}: run directory is in use by another process (pid {holder})") from None
-            f.seek(0), f.truncate(), f.write(str(os.getpid())), f.flush()
-            yield
+        """Hold the directory's lock file while training in it (io.folder_lock): a second process on the
+        same --out gets one line naming the holder's pid instead of interleaving the log."""
+        return folder_lock(self.path, "run directory")
 
     # -------------------------------------------------------------------------------- writing
 
@@ -146,6 +129,19 @@ class RunDirectory:
     def _write_log(self, rows: list) -> None:
         write_text(self.log_file, ",".join(self.log_fields) + "\n"
                    + "".join(_csv_line(r, self.log_fields) for r in rows))
+
+
+def record_changes(saved: dict, record: dict) -> list:
+    """What differs between a saved run record and `record`, as "field (saved value recorded, new value
+    here)": the config field by field (RESUME_MAY_DIFFER aside), then the inputs. The row's EIConfig follows
+    from the config, so it is named only when the config is the same (the row's defaults changed)."""
+    old, new = saved.get("config"), record["config"]
+    old = old if isinstance(old, dict) else {}
+    keys = sorted((set(old) | set(new)) - set(RESUME_MAY_DIFFER))
+    changed = [f"{k} ({old.get(k)!r} recorded, {new.get(k)!r} here)" for k in keys if old.get(k) != new.get(k)]
+    others = [k for k in record if k != "config" and not (k == "ei_config" and changed)]
+    return changed + [f"{k} ({saved.get(k)!r} recorded, {record[k]!r} here)" for k in others
+                      if saved.get(k) != record[k]]
 
 
 def _csv_line(row: dict, fields: list) -> str:
