@@ -866,7 +866,8 @@ def _grey_image(mode: str) -> Image.Image:
                                          ("1", "png"), ("P", "png"), ("LA", "png"), ("RGBA", "png"),
                                          ("CMYK", "tif"), ("RGB", "png")])
 def test_images_of_every_mode_become_8_bit_rgb(tmp_path, mode, suffix):
-    """16-bit greys are scaled to 8 bits (a 16-bit PNG was imported all white), the other modes converted."""
+    """16-bit greys are scaled to 8 bits (clipped instead, a 16-bit grey PNG would come out all white); the
+    other modes are converted."""
     path = tmp_path / f"grey.{suffix}"
     _grey_image(mode).save(path)
     with Image.open(path) as im:
