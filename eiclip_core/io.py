@@ -173,13 +173,13 @@ def _publish(stage: Path, dest: Path, new: bool) -> None:
     there = [n for n in names if os.path.lexists(dest / n)]
     if there:
         raise KitError(f"{dest / there[0]}: appeared while it was being written; not overwritten")
-    with _signals_held():
+    with signals_held():
         for name in names:
             os.rename(stage / name, dest / name)
 
 
 @contextlib.contextmanager
-def _signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
     """SIGINT and SIGTERM that arrive in the block take effect after it. Only the main thread may set
     signal handlers; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():

@@ -32,7 +32,7 @@ from pathlib import Path
 from eiclip_core import layout
 from eiclip_core.model.config import fits_type
 from eiclip_core.errors import KitError
-from eiclip_core.io import folder_lock, write_json, writable_dir
+from eiclip_core.io import folder_lock, signals_held, write_json, writable_dir
 from eiclip_core.pipeline.profiles import PROFILES, Profile, get_profile
 from eiclip_core.runtime import PROJECT_ROOT, environment_versions, git_revision, resolve_device
 
@@ -163,16 +163,13 @@ def _link(source: Path, link: Path) -> None:
 def _move_in(staging: Path, reports_dir: Path) -> None:
     """Rename into reports_dir every file the notebook wrote or replaced in `staging` (one that is no
     longer the reports folder's own file), folders included. Ctrl-C and SIGTERM wait until all are in."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
+    with signals_held():
         for folder, _, files in os.walk(staging):
             target = reports_dir / Path(folder).relative_to(staging)
             target.mkdir(exist_ok=True)
             for f in files:
                 if not _same_file(Path(folder) / f, target / f):
                     os.replace(Path(folder) / f, target / f)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _same_file(a: Path, b: Path) -> bool:
